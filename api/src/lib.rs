@@ -1,0 +1,89 @@
+//! The REST API under `/api/v1` and the workers behind it.
+//!
+//! Handlers validate requests, read and write the DuckDB metadata store through
+//! [`bst_query::Store`] on the blocking pool, and read market data through the DataFusion
+//! [`bst_engine::Engine`]. `POST /backtests` stores a `queued` row and wakes a worker; a
+//! [`worker`] claims it atomically, runs the engine and stores metrics and trades. Every
+//! error leaves as `{"detail": "..."}` with a 4xx status for bad input; internal failures are
+//! logged once and reported without detail.
+
+pub mod error;
+pub mod extract;
+mod routes;
+pub mod state;
+pub mod worker;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, ApiResult};
+pub use state::AppState;
+
+/// Builds the router with every route under `/api/v1` and `/healthz`.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/strategies",
+            get(routes::strategies::list).post(routes::strategies::create),
+        )
+        .route("/strategies/{id}", get(routes::strategies::get))
+        .route(
+            "/backtests",
+            get(routes::backtests::list).post(routes::backtests::create),
+        )
+        .route("/backtests/{id}", get(routes::backtests::get))
+        .route("/backtests/{id}/trades", get(routes::backtests::trades))
+        .route("/marketdata/bybit/klines", get(routes::marketdata::klines))
+        .fallback(not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::NOT_FOUND,
+        detail: format!("no route for {}", uri.path()),
+    }
+}
+
+/// Serves the router on `listener` until `shutdown` completes, after requeuing jobs that an
+/// earlier process left running and starting `workers` workers.
+///
+/// # Errors
+///
+/// Store errors at start-up and I/O errors of the listener.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    workers: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let requeued = state
+        .with_store(|store| store.requeue_running_backtests())
+        .await
+        .map_err(|error| std::io::Error::other(error.detail))?;
+    if requeued > 0 {
+        tracing::info!(
+            requeued,
+            "backtests left running by an earlier process were queued again"
+        );
+    }
+    let worker_handles = worker::spawn_workers(&state, workers);
+    let address: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?address, workers, "serving the REST API");
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    for handle in worker_handles {
+        handle.abort();
+    }
+    result
+}

@@ -1,0 +1,106 @@
+//! `/strategies`: create, read and list strategies.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use bst_engine::StrategySpec;
+use bst_query::{NewStrategy, Page, Strategy, StrategyFilter};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{DEFAULT_LIMIT, MAX_LIMIT, page_bounds};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::state::AppState;
+
+/// Longest accepted strategy name, in characters.
+const MAX_NAME_CHARS: usize = 200;
+
+/// Body of `POST /strategies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateStrategy {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    strategy_type: String,
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default)]
+    is_active: Option<bool>,
+}
+
+/// Query of `GET /strategies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListStrategies {
+    is_active: Option<bool>,
+    strategy_type: Option<String>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateStrategy>,
+) -> ApiResult<(StatusCode, Json<Strategy>)> {
+    let name = body.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::unprocessable(format!(
+            "invalid name {:?}: expected 1 to {MAX_NAME_CHARS} characters",
+            body.name
+        )));
+    }
+    let config = body
+        .config
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    if !config.is_object() {
+        return Err(ApiError::unprocessable(format!(
+            "invalid config {config}: expected a JSON object of strategy parameters"
+        )));
+    }
+    // The config must describe a strategy the engine can run, defaults filling the gaps.
+    StrategySpec::from_params(&body.strategy_type, &config)
+        .map_err(|error| ApiError::unprocessable(error.to_string()))?;
+
+    let new = NewStrategy {
+        name,
+        description: body.description,
+        strategy_type: body.strategy_type,
+        config,
+        is_active: body.is_active.unwrap_or(true),
+    };
+    let strategy = state
+        .with_store(move |store| store.create_strategy(&new))
+        .await?;
+    Ok((StatusCode::CREATED, Json(strategy)))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Strategy>> {
+    state
+        .with_store(move |store| store.get_strategy(id))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("strategy", id))
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListStrategies>,
+) -> ApiResult<Json<Page<Strategy>>> {
+    let (limit, offset) = page_bounds(query.limit, query.offset, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let filter = StrategyFilter {
+        is_active: query.is_active,
+        strategy_type: query.strategy_type,
+        limit,
+        offset,
+    };
+    Ok(Json(
+        state
+            .with_store(move |store| store.list_strategies(&filter))
+            .await?,
+    ))
+}

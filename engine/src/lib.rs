@@ -1,0 +1,116 @@
+//! Backtests as Apache DataFusion plans over the Bybit kline dataset.
+//!
+//! An [`Engine`] owns a DataFusion session in which the Parquet dataset is the `klines`
+//! table, partitioned by category, symbol, timeframe and month, with each file declared sorted
+//! by `open_time`. A backtest filters one series to its range, computes indicators and
+//! crossover signals with window functions ordered by `open_time`, and streams the result into
+//! a single sequential pass ([`simulate`]) that fills orders at the next bar's open and marks
+//! equity at every close. [`metrics`] summarizes the curve and the trades. [`oracle`] is an
+//! independent plain-loop backtester that tests compare against the plan.
+
+pub mod backtest;
+pub mod dataset;
+pub mod error;
+pub mod indicators;
+pub mod metrics;
+pub mod oracle;
+pub mod simulate;
+pub mod strategy;
+pub mod time;
+
+use std::path::{Path, PathBuf};
+
+use bst_ingest::Kline;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use backtest::{BacktestReport, BacktestRequest};
+pub use dataset::{SeriesKey, SeriesSummary, TimeRange};
+pub use error::{Error, Result};
+pub use strategy::StrategySpec;
+
+/// Version of the engine recorded with every stored result.
+pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A DataFusion session over one data directory.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: SessionContext,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("session_id", &self.ctx.session_id())
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens the dataset under `data_dir` (creating `klines/` when missing) and registers the
+    /// `klines` table and the indicator functions.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors on the data directory and DataFusion registration errors.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        for function in indicators::all_indicators() {
+            ctx.register_udwf(function);
+        }
+        dataset::register_klines(&ctx, data_dir)?;
+        Ok(Self {
+            ctx,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// Returns the DataFusion session, with the `klines` table registered.
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Returns the data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Runs a backtest; see [`backtest::run_backtest`].
+    ///
+    /// # Errors
+    ///
+    /// Validation errors of the request, [`Error::NoData`], and DataFusion errors.
+    pub async fn run_backtest(&self, request: &BacktestRequest) -> Result<BacktestReport> {
+        backtest::run_backtest(&self.ctx, request).await
+    }
+
+    /// Returns the first and last open time and row count of a series in a range.
+    ///
+    /// # Errors
+    ///
+    /// DataFusion errors.
+    pub async fn series_summary(
+        &self,
+        series: &SeriesKey,
+        range: &TimeRange,
+    ) -> Result<Option<SeriesSummary>> {
+        dataset::series_summary(&self.ctx, series, range).await
+    }
+
+    /// Returns up to `limit` bars of a series, newest first, with open times at most
+    /// `newest_open_ms` when given.
+    ///
+    /// # Errors
+    ///
+    /// DataFusion errors.
+    pub async fn recent_klines(
+        &self,
+        series: &SeriesKey,
+        limit: usize,
+        newest_open_ms: Option<i64>,
+    ) -> Result<Vec<Kline>> {
+        dataset::recent_klines(&self.ctx, series, limit, newest_open_ms).await
+    }
+}

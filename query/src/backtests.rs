@@ -1,0 +1,364 @@
+//! Backtest rows and their status transitions.
+
+use chrono::{DateTime, Utc};
+use duckdb::{Connection, OptionalExt, Row, params};
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, NewBacktest, NewTrade, Page,
+    check_json_object,
+};
+use crate::store::{Store, optional_timestamp, page_bound, timestamp};
+use crate::trades::{check_trades, insert_trades};
+
+/// Expands to the `WHERE` condition of `list_backtests`, in which a NULL parameter matches
+/// every row. A macro keeps the SQL a literal, so the only text built at run time is the
+/// `ORDER BY` clause, chosen from [`crate::BacktestOrder`].
+macro_rules! backtest_filter {
+    () => {
+        "($1::BIGINT IS NULL OR strategy_id = $1::BIGINT)
+         AND ($2::VARCHAR IS NULL OR symbol = $2::VARCHAR)
+         AND ($3::VARCHAR IS NULL OR status = $3::VARCHAR)"
+    };
+}
+
+impl Store {
+    /// Queues a backtest of an existing strategy with `created_at = now`.
+    ///
+    /// Fails with [`Error::NotFound`] when the strategy does not exist and with
+    /// [`Error::InvalidValue`] when the dates, amounts or `config` are out of range.
+    pub fn create_backtest(&self, new: &NewBacktest, now: DateTime<Utc>) -> Result<Backtest> {
+        check_new_backtest(new)?;
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let strategy_exists: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM strategies WHERE id = ?)",
+            [new.strategy_id],
+            |row| row.get(0),
+        )?;
+        if !strategy_exists {
+            return Err(Error::NotFound {
+                entity: "strategy",
+                id: new.strategy_id,
+            });
+        }
+        let backtest = transaction.query_row(
+            "INSERT INTO backtests (strategy_id, symbol, timeframe, start_date, end_date,
+                 initial_capital, leverage, commission, config, status, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             RETURNING *",
+            params![
+                new.strategy_id,
+                new.symbol,
+                new.timeframe,
+                timestamp(new.start_date),
+                timestamp(new.end_date),
+                new.initial_capital,
+                new.leverage,
+                new.commission,
+                new.config,
+                BacktestStatus::Queued,
+                timestamp(now)
+            ],
+            backtest_from_row,
+        )?;
+        transaction.commit()?;
+        info!(
+            backtest_id = backtest.id,
+            strategy_id = backtest.strategy_id,
+            symbol = %backtest.symbol,
+            "queued backtest"
+        );
+        Ok(backtest)
+    }
+
+    /// Returns the backtest with this id, or `None` if there is none.
+    pub fn get_backtest(&self, id: i64) -> Result<Option<Backtest>> {
+        let connection = self.lock();
+        let backtest = connection
+            .query_row(
+                "SELECT * FROM backtests WHERE id = ?",
+                [id],
+                backtest_from_row,
+            )
+            .optional()?;
+        Ok(backtest)
+    }
+
+    /// Returns one page of the backtests that match the filter, in the filter's order, and the
+    /// number of matches on all pages.
+    pub fn list_backtests(&self, filter: &BacktestFilter) -> Result<Page<Backtest>> {
+        let direction = if filter.descending { "DESC" } else { "ASC" };
+        let items_sql = format!(
+            concat!(
+                "SELECT * FROM backtests WHERE ",
+                backtest_filter!(),
+                " ORDER BY {column} {direction} NULLS LAST, id {direction} LIMIT $4 OFFSET $5"
+            ),
+            column = filter.order_by.as_str(),
+            direction = direction,
+        );
+
+        let connection = self.lock();
+        let total = connection.query_row(
+            concat!("SELECT count(*) FROM backtests WHERE ", backtest_filter!()),
+            params![filter.strategy_id, filter.symbol, filter.status],
+            |row| row.get(0),
+        )?;
+        let mut statement = connection.prepare(&items_sql)?;
+        let items = statement
+            .query_map(
+                params![
+                    filter.strategy_id,
+                    filter.symbol,
+                    filter.status,
+                    page_bound(filter.limit),
+                    page_bound(filter.offset)
+                ],
+                backtest_from_row,
+            )?
+            .collect::<duckdb::Result<Vec<_>>>()?;
+        Ok(Page { items, total })
+    }
+
+    /// Moves the oldest queued backtest (by `created_at`, then id) to running with
+    /// `started_at = now` and returns it, or returns `None` when none is queued.
+    ///
+    /// The read and the update run in one transaction under the store's lock, so concurrent
+    /// callers never claim the same backtest.
+    pub fn claim_next_backtest(&self, now: DateTime<Utc>) -> Result<Option<Backtest>> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let oldest_queued: Option<i64> = transaction
+            .query_row(
+                "SELECT id FROM backtests WHERE status = ? ORDER BY created_at, id LIMIT 1",
+                [BacktestStatus::Queued],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(id) = oldest_queued else {
+            return Ok(None);
+        };
+        let backtest = start_queued(&transaction, id, now)?;
+        transaction.commit()?;
+        info!(backtest_id = id, "claimed backtest");
+        Ok(Some(backtest))
+    }
+
+    /// Moves this backtest from queued to running with `started_at = now` and returns it, or
+    /// returns `None` when its status is not queued.
+    ///
+    /// Fails with [`Error::NotFound`] when no backtest has this id.
+    pub fn claim_backtest(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Backtest>> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        if backtest_status(&transaction, id)? != BacktestStatus::Queued {
+            return Ok(None);
+        }
+        let backtest = start_queued(&transaction, id, now)?;
+        transaction.commit()?;
+        info!(backtest_id = id, "claimed backtest");
+        Ok(Some(backtest))
+    }
+
+    /// Stores the results and trades of a running backtest and marks it completed with
+    /// `completed_at = now`, all in one transaction.
+    ///
+    /// Trades stored for this backtest by an earlier attempt are deleted first. Fails with
+    /// [`Error::NotFound`] for an unknown id, [`Error::InvalidTransition`] when the backtest is
+    /// not running, and [`Error::InvalidValue`] when `metrics` is not a JSON object or a trade
+    /// side is not `"long"` or `"short"`.
+    pub fn complete_backtest(
+        &self,
+        id: i64,
+        outcome: &BacktestOutcome,
+        trades: &[NewTrade],
+        now: DateTime<Utc>,
+    ) -> Result<Backtest> {
+        check_json_object("metrics", &outcome.metrics)?;
+        check_trades(trades)?;
+
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let status = backtest_status(&transaction, id)?;
+        if status != BacktestStatus::Running {
+            return Err(Error::InvalidTransition {
+                id,
+                from: status,
+                to: BacktestStatus::Completed,
+            });
+        }
+        transaction.execute("DELETE FROM trades WHERE backtest_id = ?", [id])?;
+        insert_trades(&transaction, id, trades, now)?;
+        let backtest = transaction.query_row(
+            "UPDATE backtests SET
+                 status = ?, error_message = NULL, completed_at = ?,
+                 final_capital = ?, total_return = ?, total_trades = ?,
+                 winning_trades = ?, losing_trades = ?, win_rate = ?,
+                 sharpe_ratio = ?, max_drawdown = ?, metrics = ?, params = ?,
+                 engine_version = ?, data_start = ?, data_end = ?
+             WHERE id = ?
+             RETURNING *",
+            params![
+                BacktestStatus::Completed,
+                timestamp(now),
+                outcome.final_capital,
+                outcome.total_return,
+                outcome.total_trades,
+                outcome.winning_trades,
+                outcome.losing_trades,
+                outcome.win_rate,
+                outcome.sharpe_ratio,
+                outcome.max_drawdown,
+                outcome.metrics,
+                outcome.params,
+                outcome.engine_version,
+                optional_timestamp(outcome.data_start),
+                optional_timestamp(outcome.data_end),
+                id
+            ],
+            backtest_from_row,
+        )?;
+        transaction.commit()?;
+        info!(
+            backtest_id = id,
+            trades = trades.len(),
+            total_return = outcome.total_return,
+            "completed backtest"
+        );
+        Ok(backtest)
+    }
+
+    /// Marks a queued or running backtest failed with this message and `completed_at = now`.
+    ///
+    /// Fails with [`Error::NotFound`] for an unknown id and [`Error::InvalidTransition`] when
+    /// the backtest already finished or was cancelled.
+    pub fn fail_backtest(&self, id: i64, message: &str, now: DateTime<Utc>) -> Result<Backtest> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let status = backtest_status(&transaction, id)?;
+        if !matches!(status, BacktestStatus::Queued | BacktestStatus::Running) {
+            return Err(Error::InvalidTransition {
+                id,
+                from: status,
+                to: BacktestStatus::Failed,
+            });
+        }
+        let backtest = transaction.query_row(
+            "UPDATE backtests SET status = ?, error_message = ?, completed_at = ?
+             WHERE id = ?
+             RETURNING *",
+            params![BacktestStatus::Failed, message, timestamp(now), id],
+            backtest_from_row,
+        )?;
+        transaction.commit()?;
+        info!(backtest_id = id, error = message, "marked backtest failed");
+        Ok(backtest)
+    }
+
+    /// Moves every running backtest back to queued with `started_at` cleared and returns how
+    /// many moved. Call it at start-up, before any worker of this database runs.
+    pub fn requeue_running_backtests(&self) -> Result<usize> {
+        let connection = self.lock();
+        let requeued = connection.execute(
+            "UPDATE backtests SET status = ?, started_at = NULL WHERE status = ?",
+            params![BacktestStatus::Queued, BacktestStatus::Running],
+        )?;
+        if requeued > 0 {
+            info!(
+                requeued,
+                "requeued backtests left running by a previous process"
+            );
+        }
+        Ok(requeued)
+    }
+}
+
+/// Returns the status of a backtest, or [`Error::NotFound`] when no backtest has this id.
+pub(crate) fn backtest_status(connection: &Connection, id: i64) -> Result<BacktestStatus> {
+    connection
+        .query_row("SELECT status FROM backtests WHERE id = ?", [id], |row| {
+            row.get(0)
+        })
+        .optional()?
+        .ok_or(Error::NotFound {
+            entity: "backtest",
+            id,
+        })
+}
+
+/// Moves a backtest that the caller found queued to running.
+fn start_queued(connection: &Connection, id: i64, now: DateTime<Utc>) -> Result<Backtest> {
+    let backtest = connection.query_row(
+        "UPDATE backtests SET status = ?, started_at = ? WHERE id = ? RETURNING *",
+        params![BacktestStatus::Running, timestamp(now), id],
+        backtest_from_row,
+    )?;
+    Ok(backtest)
+}
+
+fn check_new_backtest(new: &NewBacktest) -> Result<()> {
+    if new.start_date >= new.end_date {
+        return Err(Error::InvalidValue {
+            field: "end_date",
+            value: new.end_date.to_rfc3339(),
+            expected: format!("a time after start_date {}", new.start_date.to_rfc3339()),
+        });
+    }
+    check_amount("initial_capital", new.initial_capital, false)?;
+    check_amount("leverage", new.leverage, false)?;
+    check_amount("commission", new.commission, true)?;
+    check_json_object("config", &new.config)
+}
+
+/// Rejects a non-finite amount, a negative one, and zero unless `zero_allowed`.
+fn check_amount(field: &'static str, value: f64, zero_allowed: bool) -> Result<()> {
+    let valid = value.is_finite() && (value > 0.0 || (zero_allowed && value == 0.0));
+    if valid {
+        return Ok(());
+    }
+    let expected = if zero_allowed {
+        "a finite number >= 0"
+    } else {
+        "a finite number > 0"
+    };
+    Err(Error::InvalidValue {
+        field,
+        value: value.to_string(),
+        expected: expected.to_owned(),
+    })
+}
+
+fn backtest_from_row(row: &Row<'_>) -> duckdb::Result<Backtest> {
+    Ok(Backtest {
+        id: row.get("id")?,
+        strategy_id: row.get("strategy_id")?,
+        symbol: row.get("symbol")?,
+        timeframe: row.get("timeframe")?,
+        start_date: row.get("start_date")?,
+        end_date: row.get("end_date")?,
+        initial_capital: row.get("initial_capital")?,
+        leverage: row.get("leverage")?,
+        commission: row.get("commission")?,
+        config: row.get("config")?,
+        status: row.get("status")?,
+        error_message: row.get("error_message")?,
+        created_at: row.get("created_at")?,
+        started_at: row.get("started_at")?,
+        completed_at: row.get("completed_at")?,
+        final_capital: row.get("final_capital")?,
+        total_return: row.get("total_return")?,
+        total_trades: row.get("total_trades")?,
+        winning_trades: row.get("winning_trades")?,
+        losing_trades: row.get("losing_trades")?,
+        win_rate: row.get("win_rate")?,
+        sharpe_ratio: row.get("sharpe_ratio")?,
+        max_drawdown: row.get("max_drawdown")?,
+        metrics: row.get("metrics")?,
+        params: row.get("params")?,
+        engine_version: row.get("engine_version")?,
+        data_start: row.get("data_start")?,
+        data_end: row.get("data_end")?,
+    })
+}

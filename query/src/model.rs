@@ -1,0 +1,389 @@
+//! Rows of the metadata store and the inputs and filters of its methods.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use duckdb::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Page size of the `Default` filters.
+pub const DEFAULT_LIMIT: u64 = 100;
+
+/// A page of rows with the number of rows that match the filter without paging.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// A trading strategy and its default parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Strategy {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub strategy_type: String,
+    /// Default parameters, which a backtest's own `config` overrides key by key.
+    pub config: Value,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Fields of a strategy to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewStrategy {
+    pub name: String,
+    pub description: Option<String>,
+    pub strategy_type: String,
+    pub config: Value,
+    pub is_active: bool,
+}
+
+/// Filter and page of [`crate::Store::list_strategies`]. A `None` field matches every row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategyFilter {
+    pub is_active: Option<bool>,
+    pub strategy_type: Option<String>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+impl Default for StrategyFilter {
+    fn default() -> Self {
+        Self {
+            is_active: None,
+            strategy_type: None,
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+}
+
+/// Life cycle of a backtest: `queued` -> `running` -> `completed` | `failed`, or `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BacktestStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl BacktestStatus {
+    /// Every status, in life-cycle order.
+    pub const ALL: [BacktestStatus; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Returns the lowercase name used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for BacktestStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BacktestStatus {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+            .ok_or_else(|| Error::InvalidValue {
+                field: "backtest status",
+                value: value.to_owned(),
+                expected: one_of(Self::ALL.iter().map(|status| status.as_str())),
+            })
+    }
+}
+
+impl ToSql for BacktestStatus {
+    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for BacktestStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        text.parse()
+            .map_err(|error: Error| FromSqlError::Other(Box::new(error)))
+    }
+}
+
+/// A backtest request and, once it completes, its results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backtest {
+    pub id: i64,
+    pub strategy_id: i64,
+    pub symbol: String,
+    pub timeframe: String,
+    pub start_date: DateTime<Utc>,
+    pub end_date: DateTime<Utc>,
+    pub initial_capital: f64,
+    pub leverage: f64,
+    /// Commission rate per fill, as a fraction of the notional.
+    pub commission: f64,
+    /// Parameters that override the strategy's `config` key by key.
+    pub config: Value,
+    pub status: BacktestStatus,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub final_capital: Option<f64>,
+    pub total_return: Option<f64>,
+    pub total_trades: Option<i64>,
+    pub winning_trades: Option<i64>,
+    pub losing_trades: Option<i64>,
+    pub win_rate: Option<f64>,
+    pub sharpe_ratio: Option<f64>,
+    pub max_drawdown: Option<f64>,
+    /// Metrics beyond the flat fields above, as a JSON object.
+    pub metrics: Option<Value>,
+    /// Resolved parameters the engine ran with.
+    pub params: Option<Value>,
+    pub engine_version: Option<String>,
+    /// Open time of the first bar the engine read.
+    pub data_start: Option<DateTime<Utc>>,
+    /// Open time of the last bar the engine read.
+    pub data_end: Option<DateTime<Utc>>,
+}
+
+/// Fields of a backtest to queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewBacktest {
+    pub strategy_id: i64,
+    pub symbol: String,
+    pub timeframe: String,
+    pub start_date: DateTime<Utc>,
+    pub end_date: DateTime<Utc>,
+    pub initial_capital: f64,
+    pub leverage: f64,
+    pub commission: f64,
+    pub config: Value,
+}
+
+/// Sort column of [`crate::Store::list_backtests`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BacktestOrder {
+    Id,
+    #[default]
+    CreatedAt,
+    Symbol,
+    /// Sorts by the status name as text.
+    Status,
+    TotalReturn,
+    SharpeRatio,
+    MaxDrawdown,
+    WinRate,
+    FinalCapital,
+}
+
+impl BacktestOrder {
+    /// Every sort column.
+    pub const ALL: [BacktestOrder; 9] = [
+        Self::Id,
+        Self::CreatedAt,
+        Self::Symbol,
+        Self::Status,
+        Self::TotalReturn,
+        Self::SharpeRatio,
+        Self::MaxDrawdown,
+        Self::WinRate,
+        Self::FinalCapital,
+    ];
+
+    /// Returns the column name, which is also the accepted `order_by` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::CreatedAt => "created_at",
+            Self::Symbol => "symbol",
+            Self::Status => "status",
+            Self::TotalReturn => "total_return",
+            Self::SharpeRatio => "sharpe_ratio",
+            Self::MaxDrawdown => "max_drawdown",
+            Self::WinRate => "win_rate",
+            Self::FinalCapital => "final_capital",
+        }
+    }
+}
+
+impl fmt::Display for BacktestOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BacktestOrder {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|order| order.as_str() == value)
+            .ok_or_else(|| Error::InvalidValue {
+                field: "order_by",
+                value: value.to_owned(),
+                expected: one_of(Self::ALL.iter().map(|order| order.as_str())),
+            })
+    }
+}
+
+/// Filter, page and sort order of [`crate::Store::list_backtests`]. A `None` field matches
+/// every row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacktestFilter {
+    pub strategy_id: Option<i64>,
+    pub symbol: Option<String>,
+    pub status: Option<BacktestStatus>,
+    pub limit: u64,
+    pub offset: u64,
+    /// Sort column. Rows with equal values are ordered by id in the same direction, and NULL
+    /// values sort last in both directions.
+    pub order_by: BacktestOrder,
+    pub descending: bool,
+}
+
+impl Default for BacktestFilter {
+    fn default() -> Self {
+        Self {
+            strategy_id: None,
+            symbol: None,
+            status: None,
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+            order_by: BacktestOrder::default(),
+            descending: false,
+        }
+    }
+}
+
+/// Results of a finished engine run, stored by [`crate::Store::complete_backtest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacktestOutcome {
+    pub final_capital: f64,
+    pub total_return: f64,
+    pub total_trades: i64,
+    pub winning_trades: i64,
+    pub losing_trades: i64,
+    pub win_rate: Option<f64>,
+    pub sharpe_ratio: Option<f64>,
+    pub max_drawdown: Option<f64>,
+    /// Metrics beyond the flat fields, as a JSON object.
+    pub metrics: Value,
+    pub params: Value,
+    pub engine_version: String,
+    pub data_start: Option<DateTime<Utc>>,
+    pub data_end: Option<DateTime<Utc>>,
+}
+
+/// Accepted values of a trade's `side`.
+pub const TRADE_SIDES: [&str; 2] = ["long", "short"];
+
+/// A closed trade of a backtest, before it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTrade {
+    pub entry_time: DateTime<Utc>,
+    pub exit_time: DateTime<Utc>,
+    /// `"long"` or `"short"`.
+    pub side: String,
+    pub entry_price: f64,
+    pub exit_price: f64,
+    pub quantity: f64,
+    pub pnl: f64,
+    pub pnl_pct: f64,
+    pub commission: f64,
+    pub exit_reason: String,
+}
+
+/// A stored trade of a backtest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trade {
+    pub id: i64,
+    pub backtest_id: i64,
+    pub entry_time: DateTime<Utc>,
+    pub exit_time: DateTime<Utc>,
+    /// `"long"` or `"short"`.
+    pub side: String,
+    pub entry_price: f64,
+    pub exit_price: f64,
+    pub quantity: f64,
+    pub pnl: f64,
+    pub pnl_pct: f64,
+    pub commission: f64,
+    pub exit_reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filter and page of [`crate::Store::list_trades`]. `side: None` matches both sides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TradeFilter {
+    /// `"long"` or `"short"`.
+    pub side: Option<String>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+impl Default for TradeFilter {
+    fn default() -> Self {
+        Self {
+            side: None,
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        }
+    }
+}
+
+/// Rejects a trade side other than `"long"` and `"short"`.
+pub(crate) fn check_side(side: &str) -> Result<()> {
+    if TRADE_SIDES.contains(&side) {
+        Ok(())
+    } else {
+        Err(Error::InvalidValue {
+            field: "trade side",
+            value: side.to_owned(),
+            expected: one_of(TRADE_SIDES),
+        })
+    }
+}
+
+/// Rejects a JSON value that is not an object.
+pub(crate) fn check_json_object(field: &'static str, value: &Value) -> Result<()> {
+    if value.is_object() {
+        return Ok(());
+    }
+    Err(Error::InvalidValue {
+        field,
+        value: value.to_string(),
+        expected: "a JSON object".to_owned(),
+    })
+}
+
+fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    format!("one of {}", names.join(", "))
+}

@@ -1,0 +1,129 @@
+//! The store handle, opening and schema migrations.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Utc};
+use duckdb::types::{TimeUnit, Value};
+use duckdb::{Connection, params};
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::schema::MIGRATIONS;
+
+/// Handle to the DuckDB metadata database of strategies, backtests and trades.
+///
+/// Clones share one connection behind a mutex, so calls from different threads run one at a
+/// time. Every method blocks, so async callers run them on a blocking thread.
+#[derive(Debug, Clone)]
+pub struct Store {
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens the database file at `path`, creating it if it does not exist, and applies the
+    /// migrations it lacks. The folder that contains the file must exist.
+    pub fn open(path: &Path) -> Result<Store> {
+        let folder = path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty());
+        if folder.is_some_and(|folder| !folder.is_dir()) {
+            return Err(Error::MissingFolder {
+                path: path.to_owned(),
+            });
+        }
+        let connection = Connection::open(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        info!(path = %path.display(), "opened DuckDB metadata store");
+        Self::from_connection(connection)
+    }
+
+    /// Opens an empty database that lives in memory and disappears when the last clone is
+    /// dropped.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::from_connection(Connection::open_in_memory()?)
+    }
+
+    fn from_connection(mut connection: Connection) -> Result<Store> {
+        migrate(&mut connection, Utc::now())?;
+        Ok(Store {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Returns the highest applied migration version, or 0 for an empty database.
+    pub fn schema_version(&self) -> Result<i64> {
+        let connection = self.lock();
+        let version = connection.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(version)
+    }
+
+    /// Locks the shared connection.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A thread that panicked while it held the lock left no transaction open, because
+        // dropping a `duckdb::Transaction` rolls it back, so the connection is still usable.
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Applies, in version order, each migration whose version is not in `schema_migrations`.
+fn migrate(connection: &mut Connection, now: DateTime<Utc>) -> Result<()> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            applied_at TIMESTAMP NOT NULL
+        )",
+    )?;
+    let applied: HashSet<i64> = {
+        let mut statement = connection.prepare("SELECT version FROM schema_migrations")?;
+        statement
+            .query_map([], |row| row.get(0))?
+            .collect::<duckdb::Result<_>>()?
+    };
+
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        let version = migration.version;
+        let to_migration_error = |source| Error::Migration { version, source };
+        let transaction = connection.transaction().map_err(to_migration_error)?;
+        transaction
+            .execute_batch(migration.sql)
+            .map_err(to_migration_error)?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                params![version, timestamp(now)],
+            )
+            .map_err(to_migration_error)?;
+        transaction.commit().map_err(to_migration_error)?;
+        info!(version, "applied schema migration");
+    }
+    Ok(())
+}
+
+/// Converts a UTC time to a DuckDB `TIMESTAMP` parameter, truncated to whole microseconds
+/// because that is the precision of `TIMESTAMP`.
+pub(crate) fn timestamp(time: DateTime<Utc>) -> Value {
+    Value::Timestamp(TimeUnit::Microsecond, time.timestamp_micros())
+}
+
+/// Converts an optional UTC time to a DuckDB `TIMESTAMP` parameter or NULL.
+pub(crate) fn optional_timestamp(time: Option<DateTime<Utc>>) -> Option<Value> {
+    time.map(timestamp)
+}
+
+/// Converts a page bound to a `LIMIT` or `OFFSET` parameter, capping it at `i64::MAX`.
+pub(crate) fn page_bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,222 @@
+//! `bst`: the command-line entry point. It parses flags and wires the crates together.
+
+mod ingest_cmd;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use bst_engine::{BacktestRequest, Engine, SeriesKey, StrategySpec, TimeRange};
+use bst_ingest::{Category, Timeframe};
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Bybit strategy tester: ingest Bybit market data, backtest strategies, serve the REST API.
+#[derive(Debug, Parser)]
+#[command(name = "bst", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import market data files into the Parquet dataset.
+    #[command(subcommand)]
+    Ingest(IngestCommand),
+    /// Run one backtest over the dataset and print its metrics.
+    Backtest(BacktestArgs),
+    /// Serve the REST API under /api/v1 with in-process backtest workers.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum IngestCommand {
+    /// Import kline CSV files (timestamp,open,high,low,close,volume; plain or gzip) or Bybit
+    /// v5 /v5/market/kline response bodies (JSON).
+    Klines(ingest_cmd::KlinesArgs),
+}
+
+/// The data directory flag shared by every command.
+#[derive(Debug, Clone, Args)]
+struct DataDirArg {
+    /// Folder of the Parquet dataset and meta.duckdb.
+    #[arg(long, env = "BST_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct BacktestArgs {
+    /// Instrument, such as BTCUSDT.
+    #[arg(long)]
+    symbol: String,
+    /// Bar interval: a Bybit code (1, 5, 60, D, ...) or an alias (1m, 1h, 1d, ...).
+    #[arg(long, default_value = "1")]
+    interval: String,
+    /// Bybit category of the series: linear, spot or inverse.
+    #[arg(long, default_value = "linear")]
+    category: String,
+    /// Strategy type.
+    #[arg(long, default_value = "sma_crossover")]
+    strategy: String,
+    /// Strategy parameters as a JSON object; missing ones take their defaults.
+    #[arg(long, default_value = "{}")]
+    params: String,
+    /// First open time included (ISO 8601; without an offset it is UTC). Default: first bar.
+    #[arg(long)]
+    start: Option<String>,
+    /// Open time where the range ends, excluded (ISO 8601). Default: after the last bar.
+    #[arg(long)]
+    end: Option<String>,
+    /// Starting equity in quote currency.
+    #[arg(long, default_value_t = bst_engine::backtest::DEFAULT_INITIAL_CAPITAL)]
+    initial_capital: f64,
+    /// Commission per leg as a fraction of notional (0.00055 is 0.055 %).
+    #[arg(long, default_value_t = bst_engine::backtest::DEFAULT_COMMISSION)]
+    commission: f64,
+    /// Print the metrics as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: DataDirArg,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address the REST API listens on.
+    #[arg(long, env = "BST_ADDR", default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// In-process backtest workers; 0 leaves queued backtests to external workers.
+    /// Default: the number of CPU cores.
+    #[arg(long, env = "BST_WORKERS")]
+    workers: Option<usize>,
+    #[command(flatten)]
+    data: DataDirArg,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    match cli.command {
+        Command::Ingest(IngestCommand::Klines(args)) => ingest_cmd::run_klines(&args),
+        Command::Backtest(args) => runtime.block_on(run_backtest(args)),
+        Command::Serve(args) => runtime.block_on(run_serve(args)),
+    }
+}
+
+fn parse_time_flag(flag: &str, value: Option<&str>) -> Result<Option<i64>> {
+    value
+        .map(|text| {
+            bst_engine::time::parse_utc(text)
+                .map(|datetime| datetime.timestamp_millis())
+                .with_context(|| {
+                    format!(
+                        "invalid {flag} {text:?}: expected {}",
+                        bst_engine::time::DATETIME_FORMS
+                    )
+                })
+        })
+        .transpose()
+}
+
+async fn run_backtest(args: BacktestArgs) -> Result<()> {
+    let params: serde_json::Value = serde_json::from_str(&args.params)
+        .with_context(|| format!("invalid --params {:?}: expected a JSON object", args.params))?;
+    let strategy = StrategySpec::from_params(&args.strategy, &params)?;
+    let series = SeriesKey {
+        category: args.category.parse::<Category>()?,
+        symbol: args.symbol,
+        timeframe: args.interval.parse::<Timeframe>()?,
+    };
+    let mut request = BacktestRequest::new(series, strategy);
+    request.range = TimeRange {
+        start_ms: parse_time_flag("--start", args.start.as_deref())?,
+        end_ms: parse_time_flag("--end", args.end.as_deref())?,
+    };
+    request.initial_capital = args.initial_capital;
+    request.commission = args.commission;
+
+    let engine = Engine::open(&args.data.data_dir)?;
+    let report = engine.run_backtest(&request).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.metrics)?);
+        return Ok(());
+    }
+
+    let metrics = &report.metrics;
+    let optional = |value: Option<f64>, unit: &str| {
+        value.map_or_else(|| "n/a".to_string(), |value| format!("{value:.4}{unit}"))
+    };
+    println!(
+        "{} {} {} {} from {} to {} ({} bars)",
+        request.series.category,
+        request.series.symbol,
+        request.series.timeframe,
+        request.strategy.params(),
+        bst_engine::dataset::iso_ms(report.data_start_ms),
+        bst_engine::dataset::iso_ms(report.data_end_ms),
+        report.bars
+    );
+    println!("final capital    {:.4}", metrics.final_capital);
+    println!("total return     {:.4} %", metrics.total_return);
+    println!("trades           {}", metrics.total_trades);
+    println!("winning trades   {}", metrics.winning_trades);
+    println!("losing trades    {}", metrics.losing_trades);
+    println!("win rate         {}", optional(metrics.win_rate, " %"));
+    println!("max drawdown     {}", optional(metrics.max_drawdown, " %"));
+    println!("sharpe ratio     {}", optional(metrics.sharpe_ratio, ""));
+    Ok(())
+}
+
+async fn run_serve(args: ServeArgs) -> Result<()> {
+    let data_dir = args.data.data_dir;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("failed to create the data directory {}", data_dir.display()))?;
+    ingest_cmd::load_samples_into_empty(&data_dir)?;
+
+    if !args.addr.ip().is_loopback() {
+        // NOTE: API keys are not implemented yet, so the API stays on loopback addresses.
+        bail!(
+            "refusing to listen on {}: without API keys the server binds only to loopback \
+             addresses such as 127.0.0.1",
+            args.addr
+        );
+    }
+    let store = bst_query::Store::open(&data_dir.join("meta.duckdb"))?;
+    let engine = Engine::open(&data_dir)?;
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.addr))?;
+    let shutdown = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "failed to listen for Ctrl-C; stop the server with a signal");
+            std::future::pending::<()>().await;
+        }
+        tracing::info!("shutting down");
+    };
+    bst_api::serve(
+        bst_api::AppState::new(store, engine),
+        listener,
+        workers,
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
