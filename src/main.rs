@@ -1,6 +1,7 @@
 //! `bst`: the command-line entry point. It parses flags and wires the crates together.
 
 mod ingest_cmd;
+mod resample_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ enum Command {
     Ingest(IngestCommand),
     /// Run one backtest over the dataset and print its metrics.
     Backtest(BacktestArgs),
+    /// Aggregate stored 1-minute bars into another timeframe and store the complete bars.
+    Resample(resample_cmd::ResampleArgs),
     /// Serve the REST API under /api/v1 with in-process backtest workers.
     Serve(ServeArgs),
 }
@@ -114,6 +117,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Ingest(IngestCommand::Klines(args)) => ingest_cmd::run_klines(&args),
         Command::Backtest(args) => runtime.block_on(run_backtest(args)),
+        Command::Resample(args) => runtime.block_on(resample_cmd::run(args)),
         Command::Serve(args) => runtime.block_on(run_serve(args)),
     }
 }

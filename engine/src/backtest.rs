@@ -1,5 +1,6 @@
 //! Backtests: a strategy's signals as a DataFusion window plan, then fills and metrics.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, Float64Array, RecordBatch};
@@ -140,8 +141,12 @@ pub struct BacktestReport {
 /// # Errors
 ///
 /// DataFusion planning errors.
-pub async fn signal_plan(ctx: &SessionContext, request: &BacktestRequest) -> Result<DataFrame> {
-    let bars = dataset::series_frame(ctx, &request.series, &request.range).await?;
+pub async fn signal_plan(
+    ctx: &SessionContext,
+    data_dir: &Path,
+    request: &BacktestRequest,
+) -> Result<DataFrame> {
+    let bars = dataset::bars_frame(ctx, data_dir, &request.series, &request.range).await?;
     match request.strategy {
         StrategySpec::SmaCrossover {
             fast_period,
@@ -211,10 +216,11 @@ fn crossover_plan(bars: DataFrame, fast: Expr, slow: Expr) -> Result<DataFrame> 
 /// DataFusion errors.
 pub async fn run_backtest(
     ctx: &SessionContext,
+    data_dir: &Path,
     request: &BacktestRequest,
 ) -> Result<BacktestReport> {
     request.validate()?;
-    let plan = signal_plan(ctx, request).await?;
+    let plan = signal_plan(ctx, data_dir, request).await?;
     let schema = Arc::new(plan.schema().as_arrow().clone());
     let batches = plan.collect().await?;
     let signals = concat_batches(&schema, &batches)?;

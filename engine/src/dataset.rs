@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bst_ingest::layout::{self, KLINE_PARTITION_COLUMNS, KLINES_DIR, kline_schema};
+use bst_ingest::layout::{
+    self, KLINE_PARTITION_COLUMNS, KLINES_DIR, kline_schema, kline_series_dir,
+};
 use bst_ingest::{Category, Kline, Timeframe};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
@@ -17,7 +19,7 @@ use datafusion::functions_aggregate::expr_fn::{count, max, min};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 
-use crate::{Error, Result};
+use crate::{Error, Result, resample};
 
 /// Name of the kline table in every engine session.
 pub const KLINES_TABLE: &str = "klines";
@@ -140,14 +142,32 @@ pub(crate) async fn series_frame(
     Ok(ctx.table(KLINES_TABLE).await?.filter(filter)?)
 }
 
+/// Returns the bars of a series inside a range: the stored ones, or for a timeframe that is
+/// not stored, bars aggregated from the stored 1-minute bars.
+pub(crate) async fn bars_frame(
+    ctx: &SessionContext,
+    data_dir: &Path,
+    series: &SeriesKey,
+    range: &TimeRange,
+) -> Result<DataFrame> {
+    let stored =
+        kline_series_dir(data_dir, series.category, &series.symbol, series.timeframe).is_dir();
+    if stored || series.timeframe == resample::SOURCE_TIMEFRAME {
+        series_frame(ctx, series, range).await
+    } else {
+        resample::resample_frame(ctx, series, range).await
+    }
+}
+
 /// Returns the first and last open time and the row count of a series in a range, or `None`
 /// when it has no rows there.
 pub(crate) async fn series_summary(
     ctx: &SessionContext,
+    data_dir: &Path,
     series: &SeriesKey,
     range: &TimeRange,
 ) -> Result<Option<SeriesSummary>> {
-    let summary = series_frame(ctx, series, range)
+    let summary = bars_frame(ctx, data_dir, series, range)
         .await?
         .aggregate(
             vec![],
@@ -189,6 +209,7 @@ pub(crate) fn no_data(series: &SeriesKey, range: &TimeRange) -> Error {
 /// `newest_open_ms` when given.
 pub(crate) async fn recent_klines(
     ctx: &SessionContext,
+    data_dir: &Path,
     series: &SeriesKey,
     limit: usize,
     newest_open_ms: Option<i64>,
@@ -197,7 +218,7 @@ pub(crate) async fn recent_klines(
         start_ms: None,
         end_ms: newest_open_ms.map(|newest| newest.saturating_add(1)),
     };
-    let batches = series_frame(ctx, series, &range)
+    let batches = bars_frame(ctx, data_dir, series, &range)
         .await?
         .sort(vec![col("open_time").sort(false, false)])?
         .limit(0, Some(limit))?
@@ -220,7 +241,7 @@ pub(crate) async fn recent_klines(
 }
 
 /// Converts a batch with the kline file columns, in file order, into rows.
-fn klines_from_batch(batch: &RecordBatch) -> Result<Vec<Kline>> {
+pub(crate) fn klines_from_batch(batch: &RecordBatch) -> Result<Vec<Kline>> {
     let open_time = batch.column(0);
     let DataType::Timestamp(TimeUnit::Millisecond, _) = open_time.data_type() else {
         return Err(Error::Internal(format!(

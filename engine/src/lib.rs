@@ -11,9 +11,11 @@
 pub mod backtest;
 pub mod dataset;
 pub mod error;
+pub mod exact_sum;
 pub mod indicators;
 pub mod metrics;
 pub mod oracle;
+pub mod resample;
 pub mod simulate;
 pub mod strategy;
 pub mod time;
@@ -60,6 +62,7 @@ impl Engine {
         for function in indicators::all_indicators() {
             ctx.register_udwf(function);
         }
+        ctx.register_udaf(exact_sum::exact_sum_udaf());
         dataset::register_klines(&ctx, data_dir)?;
         Ok(Self {
             ctx,
@@ -83,7 +86,7 @@ impl Engine {
     ///
     /// Validation errors of the request, [`Error::NoData`], and DataFusion errors.
     pub async fn run_backtest(&self, request: &BacktestRequest) -> Result<BacktestReport> {
-        backtest::run_backtest(&self.ctx, request).await
+        backtest::run_backtest(&self.ctx, &self.data_dir, request).await
     }
 
     /// Returns the first and last open time and row count of a series in a range.
@@ -96,7 +99,25 @@ impl Engine {
         series: &SeriesKey,
         range: &TimeRange,
     ) -> Result<Option<SeriesSummary>> {
-        dataset::series_summary(&self.ctx, series, range).await
+        dataset::series_summary(&self.ctx, &self.data_dir, series, range).await
+    }
+
+    /// Aggregates the stored 1-minute bars of a category and symbol into complete bars of
+    /// `series.timeframe` inside a range, ascending by open time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for a 1-minute target, and DataFusion errors.
+    pub async fn resample(&self, series: &SeriesKey, range: &TimeRange) -> Result<Vec<Kline>> {
+        let batches = resample::resample_frame(&self.ctx, series, range)
+            .await?
+            .collect()
+            .await?;
+        let mut klines = Vec::new();
+        for batch in &batches {
+            klines.extend(dataset::klines_from_batch(batch)?);
+        }
+        Ok(klines)
     }
 
     /// Returns up to `limit` bars of a series, newest first, with open times at most
@@ -111,6 +132,6 @@ impl Engine {
         limit: usize,
         newest_open_ms: Option<i64>,
     ) -> Result<Vec<Kline>> {
-        dataset::recent_klines(&self.ctx, series, limit, newest_open_ms).await
+        dataset::recent_klines(&self.ctx, &self.data_dir, series, limit, newest_open_ms).await
     }
 }

@@ -262,6 +262,7 @@ async fn signal_plan_uses_declared_sort_order() {
     let engine = Engine::open(data_dir()).unwrap();
     let plan = bst_engine::backtest::signal_plan(
         engine.session(),
+        engine.data_dir(),
         &request("BTCUSDT", 10, 30, TimeRange::default()),
     )
     .await
