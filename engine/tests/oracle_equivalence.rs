@@ -280,3 +280,75 @@ async fn signal_plan_uses_declared_sort_order() {
         "the plan re-sorts the series:\n{text}"
     );
 }
+
+/// Writes a seeded random walk whose opens gap away from the previous close, so that a fill
+/// at the wrong price or bar shows up as a mismatch. Real 1-minute bars open at the previous
+/// close, which hides such faults.
+fn gapped_series_dir() -> tempfile::TempDir {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next_unit = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1_u64 << 53) as f64
+    };
+    let start_ms = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+    let mut close = 100.0_f64;
+    let klines: Vec<bst_ingest::Kline> = (0..5_000)
+        .map(|index| {
+            let open = close * (1.0 + (next_unit() - 0.5) * 0.004);
+            close = open * (1.0 + (next_unit() - 0.5) * 0.01);
+            bst_ingest::Kline {
+                open_time_ms: start_ms + index * 60_000,
+                open,
+                high: open.max(close) * 1.001,
+                low: open.min(close) * 0.999,
+                close,
+                volume: 1.0,
+                turnover: None,
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    writer::write_klines(
+        dir.path(),
+        Category::Linear,
+        "GAPUSDT",
+        Timeframe::Minutes(1),
+        &klines,
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn gapped_series_matches_oracle() {
+    let dir = gapped_series_dir();
+    let engine = Engine::open(dir.path()).unwrap();
+    let stored = writer::read_series(
+        dir.path(),
+        Category::Linear,
+        "GAPUSDT",
+        Timeframe::Minutes(1),
+    )
+    .unwrap();
+    let bars: Vec<OracleBar> = stored
+        .iter()
+        .map(|kline| OracleBar {
+            open_time_ms: kline.open_time_ms,
+            open: kline.open,
+            high: kline.high,
+            low: kline.low,
+            close: kline.close,
+        })
+        .collect();
+    for (fast, slow) in PARAMETER_PAIRS {
+        let report = engine
+            .run_backtest(&request("GAPUSDT", fast, slow, TimeRange::default()))
+            .await
+            .unwrap();
+        let oracle = sma_crossover(&bars, fast, slow, &OracleConfig::default());
+        assert_same_backtest(&format!("GAPUSDT {fast}/{slow}"), &report, &oracle);
+        assert!(report.metrics.total_trades > 10);
+    }
+}
