@@ -1,7 +1,9 @@
 //! `bst`: the command-line entry point. It parses flags and wires the crates together.
 
+mod bybit_cmd;
 mod ingest_cmd;
 mod resample_cmd;
+mod trades_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +40,12 @@ enum IngestCommand {
     /// Import kline CSV files (timestamp,open,high,low,close,volume; plain or gzip) or Bybit
     /// v5 /v5/market/kline response bodies (JSON).
     Klines(ingest_cmd::KlinesArgs),
+    /// Backfill klines from Bybit's v5 REST API (GET /v5/market/kline) into the dataset,
+    /// fetching only the bars missing in [--start, --end).
+    Bybit(bybit_cmd::BybitArgs),
+    /// Import Bybit trade dumps (CSV, plain or gzip) as ticks and derive 1-minute klines for
+    /// the minutes they cover wholly.
+    Trades(trades_cmd::TradesArgs),
 }
 
 /// The data directory flag shared by every command.
@@ -116,6 +124,8 @@ fn main() -> Result<()> {
         .context("failed to start the async runtime")?;
     match cli.command {
         Command::Ingest(IngestCommand::Klines(args)) => ingest_cmd::run_klines(&args),
+        Command::Ingest(IngestCommand::Bybit(args)) => runtime.block_on(bybit_cmd::run_bybit(args)),
+        Command::Ingest(IngestCommand::Trades(args)) => trades_cmd::run_trades(&args),
         Command::Backtest(args) => runtime.block_on(run_backtest(args)),
         Command::Resample(args) => runtime.block_on(resample_cmd::run(args)),
         Command::Serve(args) => runtime.block_on(run_serve(args)),

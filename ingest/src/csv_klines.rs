@@ -45,22 +45,7 @@ struct ColumnIndexes {
 /// non-finite number, a negative volume, or a row whose high and low do not bound open and
 /// close.
 pub fn read_kline_csv(path: &Path) -> Result<Vec<Kline>> {
-    let io_error = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_error)?;
-    let mut buffered = BufReader::new(file);
-    let is_gzip = buffered
-        .fill_buf()
-        .map_err(io_error)?
-        .starts_with(&GZIP_MAGIC);
-    let input: Box<dyn Read> = if is_gzip {
-        Box::new(MultiGzDecoder::new(buffered))
-    } else {
-        Box::new(buffered)
-    };
-
+    let (input, is_gzip) = open_maybe_gzip(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(input);
@@ -91,6 +76,27 @@ pub fn read_kline_csv(path: &Path) -> Result<Vec<Kline>> {
     Ok(klines)
 }
 
+/// Opens a file for reading, decompressing it when it starts with the gzip magic bytes
+/// `1f 8b` whatever its extension, and returns whether it was gzip.
+pub(crate) fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn Read>, bool)> {
+    let io_error = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_error)?;
+    let mut buffered = BufReader::new(file);
+    let is_gzip = buffered
+        .fill_buf()
+        .map_err(io_error)?
+        .starts_with(&GZIP_MAGIC);
+    let input: Box<dyn Read> = if is_gzip {
+        Box::new(MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    Ok((input, is_gzip))
+}
+
 /// Returns the symbol and timeframe that a file name such as `BTCUSDT_1m.csv.gz`,
 /// `BTCUSDT_240m.csv`, `BTCUSDT_1h.csv` or `BTCUSDT_D.csv.gz` encodes, or `None` when the
 /// name does not have the form `<SYMBOL>_<timeframe>` after removing `.gz` and `.csv`.
@@ -104,7 +110,7 @@ pub fn series_from_file_name(path: &Path) -> Option<(String, Timeframe)> {
     Some((symbol.to_string(), timeframe))
 }
 
-fn csv_error(path: &Path, error: &csv::Error) -> Error {
+pub(crate) fn csv_error(path: &Path, error: &csv::Error) -> Error {
     Error::Parse {
         path: path.to_path_buf(),
         line: error.position().map_or(0, csv::Position::line),

@@ -47,6 +47,26 @@ pub enum Error {
     #[error("Bybit returned retCode {code}: {message}")]
     Bybit { code: i64, message: String },
 
+    /// A Bybit REST request that failed without a retry, because of an HTTP status other
+    /// than 429 or 5xx or because the request could not be built.
+    #[error("request to {url} failed: {message}")]
+    Http { url: String, message: String },
+
+    /// A Bybit REST request that still failed with a retryable error after the last attempt.
+    #[error("request to {url} failed after {attempts} attempts; last failure: {last_failure}")]
+    RetriesExhausted {
+        url: String,
+        attempts: u32,
+        last_failure: String,
+    },
+
+    /// An exact sum of trade sizes or notionals that overflows the decimal range.
+    #[error("exact sum of {field} overflows in the bar at {open_time}; check the trade values")]
+    SumOverflow {
+        field: &'static str,
+        open_time: String,
+    },
+
     /// An error in a file whose own message does not name the file.
     #[error("{path}: {source}")]
     InFile {

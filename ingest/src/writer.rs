@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, TimeUnit};
@@ -26,19 +26,13 @@ use crate::layout::{
 use crate::{Error, Result};
 
 /// Maximum number of rows in one Parquet row group.
-const MAX_ROW_GROUP_ROWS: usize = 1_048_576;
+pub(crate) const MAX_ROW_GROUP_ROWS: usize = 1_048_576;
 
 /// Prefix of the temporary files that replace [`PART_FILE_NAME`].
 const TMP_FILE_PREFIX: &str = ".part-0000.parquet.";
 
 /// Suffix of the temporary files, which readers skip.
 const TMP_FILE_SUFFIX: &str = ".tmp";
-
-/// Serializes all writes of this process.
-///
-/// NOTE: two processes that write the same partition at once are not coordinated, so one
-/// rename can replace the other's rows, and one may delete the other's temporary file.
-static WRITE_LOCK: Mutex<()> = Mutex::new(());
 
 /// Distinguishes the temporary files of one process.
 static TMP_FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -52,7 +46,8 @@ pub struct WriteReport {
     /// `open_time` but different values.
     pub rows_written: usize,
     /// Input rows equal in every field to the stored or earlier input row with the same
-    /// `open_time`, compared bit for bit.
+    /// `open_time`, compared bit for bit. For [`insert_missing_klines`], every input row
+    /// whose `open_time` is already stored or earlier in the input.
     pub duplicates_skipped: usize,
     /// Months (`YYYY-MM`) whose file was rewritten, sorted and without repeats.
     pub partitions_touched: Vec<String>,
@@ -90,6 +85,59 @@ pub fn write_klines(
     timeframe: Timeframe,
     klines: &[Kline],
 ) -> Result<WriteReport> {
+    write_series(
+        data_dir,
+        category,
+        symbol,
+        timeframe,
+        klines,
+        MergeRule::Replace,
+    )
+}
+
+/// Inserts the klines whose `open_time` is not stored yet and leaves every stored row as it
+/// is, so bars derived from trades never replace bars that the exchange confirmed.
+///
+/// Works like [`write_klines`] otherwise. Of several input rows with one `open_time`, the
+/// first is inserted.
+///
+/// # Errors
+///
+/// Returns the errors of [`write_klines`].
+pub fn insert_missing_klines(
+    data_dir: &Path,
+    category: Category,
+    symbol: &str,
+    timeframe: Timeframe,
+    klines: &[Kline],
+) -> Result<WriteReport> {
+    write_series(
+        data_dir,
+        category,
+        symbol,
+        timeframe,
+        klines,
+        MergeRule::InsertMissing,
+    )
+}
+
+/// Rule for an input row whose `open_time` is already stored or earlier in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MergeRule {
+    /// The input row replaces it unless the two are equal bit for bit.
+    Replace,
+    /// The input row is skipped.
+    InsertMissing,
+}
+
+fn write_series(
+    data_dir: &Path,
+    category: Category,
+    symbol: &str,
+    timeframe: Timeframe,
+    klines: &[Kline],
+    rule: MergeRule,
+) -> Result<WriteReport> {
     validate_symbol(symbol)?;
     for kline in klines {
         kline.validate().map_err(|reason| Error::InvalidValue {
@@ -108,16 +156,14 @@ pub fn write_klines(
             .push(*kline);
     }
 
-    let _guard = WRITE_LOCK
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = crate::lock::lock_for_write(data_dir)?;
     let mut report = WriteReport {
         rows_read: klines.len(),
         ..WriteReport::default()
     };
     for (month, incoming) in months {
         let dir = kline_partition_dir(data_dir, category, symbol, timeframe, &month);
-        let counts = merge_partition(data_dir, &dir, &incoming)?;
+        let counts = merge_partition(data_dir, &dir, &incoming, rule)?;
         report.rows_written += counts.rows_written;
         report.duplicates_skipped += counts.duplicates_skipped;
         if counts.rows_written > 0 {
@@ -133,6 +179,7 @@ pub fn write_klines(
         rows_written = report.rows_written,
         duplicates_skipped = report.duplicates_skipped,
         partitions_touched = report.partitions_touched.len(),
+        insert_missing_only = rule == MergeRule::InsertMissing,
         "wrote klines"
     );
     Ok(report)
@@ -210,7 +257,12 @@ struct MergeCounts {
     duplicates_skipped: usize,
 }
 
-fn merge_partition(data_dir: &Path, dir: &Path, incoming: &[Kline]) -> Result<MergeCounts> {
+fn merge_partition(
+    data_dir: &Path,
+    dir: &Path,
+    incoming: &[Kline],
+    rule: MergeRule,
+) -> Result<MergeCounts> {
     let part_path = dir.join(PART_FILE_NAME);
     let stored = if part_path.is_file() {
         read_partition_file(&part_path)?
@@ -228,6 +280,7 @@ fn merge_partition(data_dir: &Path, dir: &Path, incoming: &[Kline]) -> Result<Me
     };
     for kline in incoming {
         match rows.get(&kline.open_time_ms) {
+            Some(_) if rule == MergeRule::InsertMissing => counts.duplicates_skipped += 1,
             Some(existing) if same_bits(existing, kline) => counts.duplicates_skipped += 1,
             _ => {
                 rows.insert(kline.open_time_ms, *kline);
@@ -243,7 +296,7 @@ fn merge_partition(data_dir: &Path, dir: &Path, incoming: &[Kline]) -> Result<Me
     create_dir_durable(data_dir, dir)?;
     remove_tmp_files(dir);
     let merged: Vec<Kline> = rows.into_values().collect();
-    replace_part_file(dir, &part_path, &merged)?;
+    replace_part_file(dir, &part_path, |tmp_path| write_parquet(tmp_path, &merged))?;
     tracing::debug!(
         partition = %dir.display(),
         rows = merged.len(),
@@ -269,16 +322,20 @@ fn same_bits(left: &Kline, right: &Kline) -> bool {
     bits(left) == bits(right)
 }
 
-/// Writes the rows to a temporary file, syncs it, renames it over `part_path` and syncs the
-/// folder, so the rename itself survives a crash.
-fn replace_part_file(dir: &Path, part_path: &Path, klines: &[Kline]) -> Result<()> {
+/// Writes a temporary file in `dir` with `write_file`, which must sync it, renames it over
+/// `part_path` and syncs the folder, so the rename itself survives a crash.
+pub(crate) fn replace_part_file(
+    dir: &Path,
+    part_path: &Path,
+    write_file: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let counter = TMP_FILE_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp_path = dir.join(format!(
         "{TMP_FILE_PREFIX}{}.{counter}{TMP_FILE_SUFFIX}",
         std::process::id()
     ));
 
-    let result = write_parquet(&tmp_path, klines).and_then(|()| {
+    let result = write_file(&tmp_path).and_then(|()| {
         fs::rename(&tmp_path, part_path).map_err(|source| Error::Io {
             path: part_path.to_path_buf(),
             source,
@@ -312,7 +369,21 @@ fn write_parquet(path: &Path, klines: &[Kline]) -> Result<()> {
         .create_new(true)
         .open(path)
         .map_err(io_error)?;
-    let properties = WriterProperties::builder()
+    let mut writer = ArrowWriter::try_new(file, kline_schema(), Some(sorted_file_properties()))
+        .map_err(parquet_error)?;
+    for chunk in klines.chunks(MAX_ROW_GROUP_ROWS) {
+        writer
+            .write(&to_record_batch(chunk)?)
+            .map_err(parquet_error)?;
+    }
+    let file = writer.into_inner().map_err(parquet_error)?;
+    file.sync_all().map_err(io_error)
+}
+
+/// Returns the Parquet writer properties of every dataset file: zstd, page statistics, and
+/// the rows declared sorted ascending by the first column.
+pub(crate) fn sorted_file_properties() -> WriterProperties {
+    WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(vec![SortingColumn {
@@ -321,16 +392,7 @@ fn write_parquet(path: &Path, klines: &[Kline]) -> Result<()> {
             nulls_first: false,
         }]))
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(file, kline_schema(), Some(properties)).map_err(parquet_error)?;
-    for chunk in klines.chunks(MAX_ROW_GROUP_ROWS) {
-        writer
-            .write(&to_record_batch(chunk)?)
-            .map_err(parquet_error)?;
-    }
-    let file = writer.into_inner().map_err(parquet_error)?;
-    file.sync_all().map_err(io_error)
+        .build()
 }
 
 fn to_record_batch(klines: &[Kline]) -> Result<RecordBatch> {
@@ -415,7 +477,7 @@ fn append_batch(path: &Path, batch: &RecordBatch, klines: &mut Vec<Kline>) -> Re
 /// Creates `dir` and its missing parents, syncing the parent of each created folder so that
 /// the new entries survive a crash. Syncing stops at `data_dir`, whose own entry is assumed
 /// durable.
-fn create_dir_durable(data_dir: &Path, dir: &Path) -> Result<()> {
+pub(crate) fn create_dir_durable(data_dir: &Path, dir: &Path) -> Result<()> {
     let missing: Vec<&Path> = dir
         .ancestors()
         .take_while(|ancestor| *ancestor != data_dir && !ancestor.is_dir())
@@ -448,7 +510,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Removes temporary files that an interrupted write left in a partition folder. A failure
 /// is logged and ignored, because readers skip these files anyway.
-fn remove_tmp_files(dir: &Path) {
+pub(crate) fn remove_tmp_files(dir: &Path) {
     let Ok(paths) = list_dir(dir) else {
         return;
     };
@@ -469,7 +531,7 @@ fn remove_tmp_files(dir: &Path) {
 }
 
 /// Lists the entries of a folder, sorted by path.
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let io_error = |source| Error::Io {
         path: dir.to_path_buf(),
         source,
@@ -482,7 +544,7 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-fn file_name_of(path: &Path) -> &str {
+pub(crate) fn file_name_of(path: &Path) -> &str {
     path.file_name()
         .and_then(|name| name.to_str())
         .unwrap_or_default()

@@ -88,7 +88,8 @@ pub(crate) fn subfolder_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Returns every file below `dir` with its bytes and modification time, sorted by path.
+/// Returns every file below `dir` except the write lock, with its bytes and modification
+/// time, sorted by path.
 pub(crate) fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -97,7 +98,7 @@ pub(crate) fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::Sy
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
-            } else {
+            } else if !path.ends_with(bst_ingest::lock::LOCK_FILE_NAME) {
                 let mut bytes = Vec::new();
                 File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
                 let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
