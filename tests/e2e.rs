@@ -469,3 +469,33 @@ fn serve_imports_samples_into_empty_data_dir() {
         .unwrap();
     assert_detail_names(unknown, StatusCode::UNPROCESSABLE_ENTITY, "timeframe");
 }
+
+#[test]
+fn resample_cli_stores_complete_hours() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let file = btc_1m_file();
+    run_bst(
+        &["ingest", "klines", file.to_str().unwrap()],
+        data_dir.path(),
+    );
+    let args = [
+        "resample", "--symbol", "BTCUSDT", "--from", "1", "--to", "60",
+    ];
+
+    // The 1-minute sample starts at 16:39 and ends at 16:38 thirty days later, so the first
+    // and last hours are incomplete: 720 hours touched, 719 complete.
+    let first = String::from_utf8(run_bst(&args, data_dir.path()).stdout).unwrap();
+    assert!(first.contains("bars built 719"), "{first}");
+    assert!(first.contains("rows written 719"), "{first}");
+    let second = String::from_utf8(run_bst(&args, data_dir.path()).stdout).unwrap();
+    assert!(second.contains("rows written 0"), "{second}");
+
+    let stored = bst_ingest::writer::read_series(
+        data_dir.path(),
+        bst_ingest::Category::Linear,
+        "BTCUSDT",
+        bst_ingest::Timeframe::Minutes(60),
+    )
+    .unwrap();
+    assert_eq!(stored.len(), 719);
+}

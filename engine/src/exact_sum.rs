@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use bst_ingest::decimal::Decimal;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result as DfResult, ScalarValue};
@@ -24,82 +25,14 @@ pub fn exact_sum_udaf() -> AggregateUDF {
     )
 }
 
-/// A decimal number `mantissa x 10^-scale`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Decimal {
-    mantissa: i128,
-    scale: u32,
-}
-
-impl Decimal {
-    /// Parses plain decimal text such as `-12.034`; exponents are not accepted.
-    fn parse(text: &str) -> Option<Self> {
-        let (negative, digits) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-        if whole.is_empty() && fraction.is_empty() {
-            return None;
-        }
-        let mut mantissa: i128 = 0;
-        for byte in whole.bytes().chain(fraction.bytes()) {
-            if !byte.is_ascii_digit() {
-                return None;
-            }
-            mantissa = mantissa
-                .checked_mul(10)?
-                .checked_add(i128::from(byte - b'0'))?;
-        }
-        let scale = u32::try_from(fraction.len()).ok()?;
-        Some(Self {
-            mantissa: if negative { -mantissa } else { mantissa },
-            scale,
-        })
-    }
-
-    fn from_f64(value: f64) -> Option<Self> {
-        if value.is_finite() {
-            // Display prints the shortest text that parses back to the same value, never in
-            // exponent form.
-            Self::parse(&value.to_string())
-        } else {
-            None
-        }
-    }
-
-    fn rescale(self, scale: u32) -> Option<Self> {
-        let factor = 10_i128.checked_pow(scale.checked_sub(self.scale)?)?;
-        Some(Self {
-            mantissa: self.mantissa.checked_mul(factor)?,
-            scale,
-        })
-    }
-
-    fn checked_add(self, other: Self) -> Option<Self> {
-        let scale = self.scale.max(other.scale);
-        let (left, right) = (self.rescale(scale)?, other.rescale(scale)?);
-        Some(Self {
-            mantissa: left.mantissa.checked_add(right.mantissa)?,
-            scale,
-        })
-    }
-
-    fn to_text(self) -> String {
-        let digits = self.mantissa.unsigned_abs().to_string();
-        let scale = self.scale as usize;
-        let sign = if self.mantissa < 0 { "-" } else { "" };
-        if scale == 0 {
-            return format!("{sign}{digits}");
-        }
-        let padded = format!("{digits:0>width$}", width = scale + 1);
-        let (whole, fraction) = padded.split_at(padded.len() - scale);
-        format!("{sign}{whole}.{fraction}")
-    }
-
-    fn to_f64(self) -> f64 {
-        self.to_text().parse().unwrap_or(f64::NAN)
-    }
+/// Converts a finite value to the exact decimal of its shortest round-trip text.
+fn decimal_of(value: f64) -> Option<Decimal> {
+    // Display prints the shortest text that parses back to the same value, never in exponent
+    // form.
+    value
+        .is_finite()
+        .then(|| Decimal::parse(&value.to_string()).ok())
+        .flatten()
 }
 
 /// The running sum: exact while every value fits, a plain Float64 sum after an overflow.
@@ -147,7 +80,7 @@ impl Accumulator for ExactSumAccumulator {
         for row in 0..values.len() {
             if values.is_valid(row) {
                 let value = values.value(row);
-                self.add_decimal(Decimal::from_f64(value), value);
+                self.add_decimal(decimal_of(value), value);
             }
         }
         Ok(())
@@ -167,7 +100,7 @@ impl Accumulator for ExactSumAccumulator {
 
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
         let text = (self.count > 0).then(|| match self.sum {
-            RunningSum::Exact(sum) => sum.to_text(),
+            RunningSum::Exact(sum) => sum.to_string(),
             RunningSum::Approximate(sum) => format!("~{sum}"),
         });
         Ok(vec![ScalarValue::Utf8(text)])
@@ -189,7 +122,7 @@ impl Accumulator for ExactSumAccumulator {
                     self.add_decimal(None, value);
                 }
                 None => {
-                    let value = Decimal::parse(text);
+                    let value = Decimal::parse(text).ok();
                     let approximate = text.parse().unwrap_or(f64::NAN);
                     self.add_decimal(value, approximate);
                 }
@@ -206,7 +139,7 @@ mod tests {
     fn sum(values: &[f64]) -> f64 {
         let mut accumulator = ExactSumAccumulator::default();
         for &value in values {
-            accumulator.add_decimal(Decimal::from_f64(value), value);
+            accumulator.add_decimal(decimal_of(value), value);
         }
         match accumulator.evaluate().unwrap() {
             ScalarValue::Float64(Some(value)) => value,
@@ -223,21 +156,25 @@ mod tests {
     }
 
     #[test]
-    fn decimal_text_round_trips() {
-        for text in ["0", "-0.5", "12.034", "0.000001", "-123456.789"] {
-            let decimal = Decimal::parse(text).unwrap();
-            assert_eq!(decimal.to_f64(), text.parse::<f64>().unwrap(), "{text}");
+    fn values_enter_as_shortest_text() {
+        for value in [0.0, -0.5, 12.034, 0.000001, -123456.789] {
+            let decimal = decimal_of(value).unwrap();
+            assert_eq!(
+                decimal.to_string().parse::<f64>().unwrap(),
+                value,
+                "{value}"
+            );
         }
-        assert_eq!(Decimal::parse("1e5"), None);
-        assert_eq!(Decimal::parse("."), None);
+        assert_eq!(decimal_of(f64::NAN), None);
+        assert_eq!(decimal_of(f64::INFINITY), None);
     }
 
     #[test]
     fn partial_states_merge_exactly() {
         let mut left = ExactSumAccumulator::default();
-        left.add_decimal(Decimal::from_f64(0.1), 0.1);
+        left.add_decimal(decimal_of(0.1), 0.1);
         let mut right = ExactSumAccumulator::default();
-        right.add_decimal(Decimal::from_f64(0.2), 0.2);
+        right.add_decimal(decimal_of(0.2), 0.2);
         let state = right.state().unwrap();
         let array = ScalarValue::iter_to_array(state).unwrap();
         left.merge_batch(&[array]).unwrap();
