@@ -124,14 +124,20 @@ fn print_report(label: &str, report: &WriteReport) {
     );
 }
 
-/// Imports the sample kline files of `BST_DATASETS_DIR` when the data directory holds no
-/// klines yet; logs how to load data when the variable is unset.
+/// File that marks a sample import as started and not yet finished.
+const SAMPLE_IMPORT_MARKER: &str = ".sample-import-pending";
+
+/// Imports the sample kline files of `BST_DATASETS_DIR` when the data directory contains no
+/// klines yet, or when an earlier sample import was interrupted; logs how to load data when
+/// the variable is unset.
 pub(crate) fn load_samples_into_empty(data_dir: &Path) -> Result<()> {
     let klines_dir = data_dir.join(bst_ingest::layout::KLINES_DIR);
     let has_klines = std::fs::read_dir(&klines_dir)
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
-    if has_klines {
+    let marker = data_dir.join(SAMPLE_IMPORT_MARKER);
+    let interrupted = marker.exists();
+    if has_klines && !interrupted {
         return Ok(());
     }
     let Some(datasets_dir) = samples::datasets_dir() else {
@@ -146,8 +152,11 @@ pub(crate) fn load_samples_into_empty(data_dir: &Path) -> Result<()> {
     tracing::info!(
         datasets_dir = %datasets_dir.display(),
         files = files.len(),
-        "importing sample klines into the empty dataset"
+        interrupted,
+        "importing sample klines"
     );
+    std::fs::write(&marker, b"")
+        .with_context(|| format!("failed to create {}", marker.display()))?;
     let mut total = WriteReport::default();
     for file in files {
         let Some((symbol, timeframe)) = csv_klines::series_from_file_name(&file) else {
@@ -163,6 +172,8 @@ pub(crate) fn load_samples_into_empty(data_dir: &Path) -> Result<()> {
         );
         total.merge(report);
     }
+    std::fs::remove_file(&marker)
+        .with_context(|| format!("failed to remove {}", marker.display()))?;
     tracing::info!(rows_written = total.rows_written, "sample import finished");
     Ok(())
 }

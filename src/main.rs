@@ -94,9 +94,9 @@ struct BacktestArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address the REST API listens on.
+    /// Address the REST API listens on, as HOST:PORT (a host name such as localhost works).
     #[arg(long, env = "BST_ADDR", default_value = "127.0.0.1:8000")]
-    addr: SocketAddr,
+    addr: String,
     /// In-process backtest workers; 0 leaves queued backtests to external workers.
     /// Default: the number of CPU cores.
     #[arg(long, env = "BST_WORKERS")]
@@ -130,6 +130,25 @@ fn main() -> Result<()> {
         Command::Resample(args) => runtime.block_on(resample_cmd::run(args)),
         Command::Serve(args) => runtime.block_on(run_serve(args)),
     }
+}
+
+/// Resolves `--addr` to one socket address and checks that it is a loopback address.
+async fn resolve_listen_addr(text: &str) -> Result<SocketAddr> {
+    let addr = tokio::net::lookup_host(text)
+        .await
+        .with_context(|| {
+            format!("invalid --addr {text:?}: expected HOST:PORT such as 127.0.0.1:8000")
+        })?
+        .next()
+        .with_context(|| format!("invalid --addr {text:?}: the host name has no address"))?;
+    if !addr.ip().is_loopback() {
+        // NOTE: API keys are not implemented yet, so the API stays on loopback addresses.
+        bail!(
+            "refusing to listen on {addr}: without API keys the server binds only to loopback \
+             addresses such as 127.0.0.1"
+        );
+    }
+    Ok(addr)
 }
 
 fn parse_time_flag(flag: &str, value: Option<&str>) -> Result<Option<i64>> {
@@ -197,27 +216,20 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
 }
 
 async fn run_serve(args: ServeArgs) -> Result<()> {
+    let addr = resolve_listen_addr(&args.addr).await?;
     let data_dir = args.data.data_dir;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("failed to create the data directory {}", data_dir.display()))?;
     ingest_cmd::load_samples_into_empty(&data_dir)?;
 
-    if !args.addr.ip().is_loopback() {
-        // NOTE: API keys are not implemented yet, so the API stays on loopback addresses.
-        bail!(
-            "refusing to listen on {}: without API keys the server binds only to loopback \
-             addresses such as 127.0.0.1",
-            args.addr
-        );
-    }
     let store = bst_query::Store::open(&data_dir.join("meta.duckdb"))?;
     let engine = Engine::open(&data_dir)?;
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("failed to listen on {}", args.addr))?;
+        .with_context(|| format!("failed to listen on {addr}"))?;
     let shutdown = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "failed to listen for Ctrl-C; stop the server with a signal");

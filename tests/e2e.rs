@@ -381,6 +381,21 @@ fn server_rejects_bad_requests_with_named_fields() {
         .unwrap();
     assert_eq!(malformed.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
+    let wrong_method = client
+        .delete(server.url(&format!("/strategies/{strategy_id}")))
+        .send()
+        .unwrap();
+    assert_detail_names(wrong_method, StatusCode::METHOD_NOT_ALLOWED, "DELETE");
+    // The server answers before reading the whole body and closes that connection, so the
+    // oversized request goes through a client of its own.
+    let oversized = Client::new()
+        .post(server.url("/strategies"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20)))
+        .send()
+        .unwrap();
+    assert_detail_names(oversized, StatusCode::PAYLOAD_TOO_LARGE, "limit");
+
     let missing_backtest = client.get(server.url("/backtests/424242")).send().unwrap();
     assert_detail_names(missing_backtest, StatusCode::NOT_FOUND, "backtest");
     let missing_trades = client

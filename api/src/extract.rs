@@ -38,6 +38,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(error) => {
             ApiError::unprocessable(format!("invalid JSON body: {}", error.body_text()))
         }
+        other if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError {
+            status: other.status(),
+            detail: "the request body is larger than the 2 MB limit".to_string(),
+        },
         other => ApiError::unprocessable(format!("unreadable JSON body: {}", other.body_text())),
     }
 }

@@ -43,14 +43,27 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
+/// Longest path echoed back in a 404 detail, in characters.
+const MAX_ECHOED_PATH_CHARS: usize = 200;
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(MAX_ECHOED_PATH_CHARS).collect();
     ApiError {
         status: axum::http::StatusCode::NOT_FOUND,
-        detail: format!("no route for {}", uri.path()),
+        detail: format!("no route for {path}; the API is under /api/v1"),
+    }
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(MAX_ECHOED_PATH_CHARS).collect();
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        detail: format!("method {method} is not allowed on {path}"),
     }
 }
 

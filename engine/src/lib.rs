@@ -23,6 +23,8 @@ pub mod time;
 use std::path::{Path, PathBuf};
 
 use bst_ingest::Kline;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use backtest::{BacktestReport, BacktestRequest};
@@ -58,7 +60,16 @@ impl Engine {
     /// I/O errors on the data directory and DataFusion registration errors.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        // Imports replace partition files in place and add new folders while the engine
+        // runs, so listings, footers and statistics must be read afresh on every query.
+        let caches = CacheManagerConfig::default()
+            .with_list_files_cache_limit(0)
+            .with_metadata_cache_limit(0)
+            .with_file_statistics_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         for function in indicators::all_indicators() {
             ctx.register_udwf(function);
         }

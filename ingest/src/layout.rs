@@ -119,6 +119,23 @@ impl Timeframe {
         }
     }
 
+    /// Returns true when a bar of this timeframe can open at `open_time_ms`: minute and day
+    /// bars on multiples of their length since the Unix epoch, weeks on Monday 00:00 UTC and
+    /// months on the 1st at 00:00 UTC, as Bybit aligns them.
+    pub fn is_aligned(self, open_time_ms: i64) -> bool {
+        const FIRST_MONDAY_MS: i64 = 4 * 86_400_000;
+        match self {
+            Timeframe::Week => (open_time_ms - FIRST_MONDAY_MS).rem_euclid(7 * 86_400_000) == 0,
+            Timeframe::Month => {
+                let open = utc_from_ms(open_time_ms);
+                open.day() == 1 && open_time_ms.rem_euclid(86_400_000) == 0
+            }
+            _ => self
+                .fixed_duration_ms()
+                .is_some_and(|duration_ms| open_time_ms.rem_euclid(duration_ms) == 0),
+        }
+    }
+
     /// Returns the number of bars in a year of round-the-clock trading: 525,600 / bar minutes,
     /// 365 for days, 365 / 7 for weeks and 12 for months.
     pub fn bars_per_year(self) -> f64 {
@@ -211,6 +228,9 @@ impl Kline {
         }
         if self.volume < 0.0 {
             return Err(format!("volume {} is negative", self.volume));
+        }
+        if self.low <= 0.0 {
+            return Err(format!("low {} is not a positive price", self.low));
         }
         if self.high < self.open.max(self.close) {
             return Err(format!(
@@ -345,6 +365,28 @@ mod tests {
         let january = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
         let end = Timeframe::Month.bar_end_ms(december.timestamp_millis());
         assert_eq!(end, january.timestamp_millis());
+    }
+
+    #[test]
+    fn alignment_follows_bybit_boundaries() {
+        let monday = Utc
+            .with_ymd_and_hms(2025, 6, 2, 0, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let tuesday = monday + 86_400_000;
+        assert!(Timeframe::Week.is_aligned(monday));
+        assert!(!Timeframe::Week.is_aligned(tuesday));
+        assert!(Timeframe::Day.is_aligned(tuesday));
+        assert!(!Timeframe::Day.is_aligned(tuesday + 3_600_000));
+        assert!(Timeframe::Minutes(60).is_aligned(tuesday + 3_600_000));
+        assert!(!Timeframe::Minutes(5).is_aligned(monday + 60_000));
+        assert!(!Timeframe::Minutes(1).is_aligned(monday + 30_000));
+        let first = Utc
+            .with_ymd_and_hms(2025, 6, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        assert!(Timeframe::Month.is_aligned(first));
+        assert!(!Timeframe::Month.is_aligned(monday));
     }
 
     #[test]

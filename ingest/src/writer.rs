@@ -143,9 +143,20 @@ fn write_series(
         kline.validate().map_err(|reason| Error::InvalidValue {
             field: "kline",
             value: format!("{kline:?}: {reason}"),
-            expected: "finite values, volume and turnover not negative, and low <= open, \
-                       close <= high",
+            expected: "finite values, volume and turnover not negative, a positive low, and \
+                       low <= open, close <= high",
         })?;
+        if !timeframe.is_aligned(kline.open_time_ms) {
+            return Err(Error::InvalidValue {
+                field: "open_time",
+                value: format!(
+                    "{} for interval {timeframe}",
+                    crate::layout::utc_from_ms(kline.open_time_ms).to_rfc3339()
+                ),
+                expected: "an open time on the interval's UTC boundary; check that the \
+                           interval matches the data",
+            });
+        }
     }
 
     let mut months: BTreeMap<String, Vec<Kline>> = BTreeMap::new();

@@ -1257,3 +1257,47 @@ fn page_serializes_items_and_total() {
     let created_at = value["items"][0]["created_at"].as_str().unwrap();
     assert!(created_at.ends_with('Z'), "{created_at}");
 }
+
+#[test]
+fn complete_stores_many_trades_in_chunks() {
+    let (_dir, store) = open_store();
+    let strategy = store
+        .create_strategy(&new_strategy("s", "trend", true))
+        .unwrap();
+    let backtest = store
+        .create_backtest(&new_backtest(strategy.id, "BTCUSDT"), at(0))
+        .unwrap();
+    store.claim_backtest(backtest.id, at(1)).unwrap().unwrap();
+    // 1,000 trades span several multi-row statements and a partial last one.
+    let trades: Vec<NewTrade> = (0..1_000)
+        .map(|index| {
+            new_trade(
+                index,
+                if index % 2 == 0 { "long" } else { "short" },
+                index as f64,
+            )
+        })
+        .collect();
+
+    store
+        .complete_backtest(backtest.id, &outcome(0.0, None), &trades, at(2))
+        .unwrap();
+
+    assert_eq!(store.count_trades(backtest.id).unwrap(), 1_000);
+    let stored = store
+        .list_trades(
+            backtest.id,
+            &TradeFilter {
+                side: None,
+                limit: 1_000,
+                offset: 0,
+            },
+        )
+        .unwrap();
+    assert_eq!(stored.len(), 1_000);
+    for (index, (trade, expected)) in stored.iter().zip(&trades).enumerate() {
+        assert_eq!(trade.entry_time, expected.entry_time, "trade {index}");
+        assert_eq!(trade.side, expected.side, "trade {index}");
+        assert_eq!(trade.pnl, expected.pnl, "trade {index}");
+    }
+}
