@@ -13,8 +13,6 @@ mod routes;
 pub mod state;
 pub mod worker;
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -90,8 +88,10 @@ pub async fn serve(
         );
     }
     let worker_handles = worker::spawn_workers(&state, workers);
-    let address: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?address, workers, "serving the REST API");
+    match listener.local_addr() {
+        Ok(address) => tracing::info!(%address, workers, "serving the REST API"),
+        Err(error) => tracing::warn!(%error, workers, "serving the REST API on an unknown address"),
+    }
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
