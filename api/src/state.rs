@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use crate::error::ApiResult;
 
-/// What every handler and worker shares: the metadata store, the engine and a signal that
+/// State shared by handlers and workers: the metadata store, the engine and a signal that
 /// wakes idle workers when a job is queued.
 #[derive(Debug, Clone)]
 pub struct AppState {

@@ -212,7 +212,7 @@ fn crossover_plan(bars: DataFrame, fast: Expr, slow: Expr) -> Result<DataFrame> 
 ///
 /// # Errors
 ///
-/// The request's validation errors, [`Error::NoData`] when the range holds no bars, and
+/// The request's validation errors, [`Error::NoData`] when the range contains no bars, and
 /// DataFusion errors.
 pub async fn run_backtest(
     ctx: &SessionContext,

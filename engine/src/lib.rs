@@ -3,8 +3,8 @@
 //! An [`Engine`] owns a DataFusion session in which the Parquet dataset is the `klines`
 //! table, partitioned by category, symbol, timeframe and month, with each file declared sorted
 //! by `open_time`. A backtest filters one series to its range, computes indicators and
-//! crossover signals with window functions ordered by `open_time`, and streams the result into
-//! a single sequential pass ([`simulate`]) that fills orders at the next bar's open and marks
+//! crossover signals with window functions ordered by `open_time`, and collects the result
+//! for a single sequential pass ([`simulate`]) that fills orders at the next bar's open and marks
 //! equity at every close. [`metrics`] summarizes the curve and the trades. [`oracle`] is an
 //! independent plain-loop backtester that tests compare against the plan.
 

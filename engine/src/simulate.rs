@@ -35,7 +35,7 @@ impl Side {
     }
 }
 
-/// Why a position was closed.
+/// Reason a position was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitReason {
