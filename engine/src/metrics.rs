@@ -116,6 +116,18 @@ mod tests {
     }
 
     #[test]
+    fn sharpe_of_daily_returns_uses_sqrt_365() {
+        let returns = [0.02, -0.01, 0.015, -0.005, 0.01, 0.0, -0.02, 0.025];
+        let mut curve = vec![100.0];
+        for value in returns {
+            let last = curve[curve.len() - 1];
+            curve.push(last * (1.0 + value));
+        }
+        let sharpe = sharpe_ratio(&curve, 365.0).unwrap();
+        assert!((sharpe - 5.3293).abs() < 5e-5, "{sharpe}");
+    }
+
+    #[test]
     fn sharpe_undefined_cases() {
         assert_eq!(sharpe_ratio(&[100.0, 100.0, 100.0], 365.0), None);
         assert_eq!(sharpe_ratio(&[100.0, 101.0], 365.0), None);

@@ -191,3 +191,63 @@ fn close_position(
         exit_reason: ExitReason::Signal,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buys 1,500 units at 0.2166 and sells them at 0.2183 with `commission` per fill.
+    fn round_trip(commission: f64) -> TradeRecord {
+        let open_time_ms = [0, 60_000, 120_000, 180_000];
+        let open = [0.2160, 0.2166, 0.2170, 0.2183];
+        let close = [0.2165, 0.2171, 0.2180, 0.2185];
+        let long_signal = [true, false, false, false];
+        let short_signal = [false, false, true, false];
+        // Equity that sizes the entry at exactly 1,500 units.
+        let initial_capital = 1_500.0 * 0.2166 * (1.0 + commission);
+        let config = SimulationConfig {
+            initial_capital,
+            commission,
+            position_size: 1.0,
+            leverage: 1.0,
+        };
+        let columns = SignalColumns {
+            open_time_ms: &open_time_ms,
+            open: &open,
+            close: &close,
+            long_signal: &long_signal,
+            short_signal: &short_signal,
+        };
+        let simulation = simulate_long_only(columns, &config);
+        assert_eq!(simulation.trades.len(), 1);
+        simulation.trades[0].clone()
+    }
+
+    #[test]
+    fn fees_charged_on_both_fills() {
+        let trade = round_trip(0.004);
+        assert!(
+            (trade.quantity - 1_500.0).abs() < 1e-9,
+            "{}",
+            trade.quantity
+        );
+        assert_eq!(trade.entry_time_ms, 60_000);
+        assert_eq!(trade.exit_time_ms, 180_000);
+        assert_eq!(trade.entry_price, 0.2166);
+        assert_eq!(trade.exit_price, 0.2183);
+        // Fees 1.2996 on entry and 1.3098 on exit.
+        assert!(
+            (trade.commission - (1.2996 + 1.3098)).abs() < 1e-9,
+            "{}",
+            trade.commission
+        );
+        assert!((trade.pnl - -0.0594).abs() < 1e-9, "{}", trade.pnl);
+        assert_eq!(trade.exit_reason, ExitReason::Signal);
+    }
+
+    #[test]
+    fn taker_fees_leave_a_profit() {
+        let trade = round_trip(0.00055);
+        assert!((trade.pnl - 2.191_207_5).abs() < 1e-9, "{}", trade.pnl);
+    }
+}

@@ -368,6 +368,15 @@ mod tests {
     }
 
     #[test]
+    fn bars_per_year_count_every_hour() {
+        assert_eq!(Timeframe::Minutes(1).bars_per_year(), 525_600.0);
+        assert_eq!(Timeframe::Minutes(60).bars_per_year(), 8_760.0);
+        assert_eq!(Timeframe::Day.bars_per_year(), 365.0);
+        assert_eq!(Timeframe::Week.bars_per_year(), 365.0 / 7.0);
+        assert_eq!(Timeframe::Month.bars_per_year(), 12.0);
+    }
+
+    #[test]
     fn alignment_follows_bybit_boundaries() {
         let monday = Utc
             .with_ymd_and_hms(2025, 6, 2, 0, 0, 0)
