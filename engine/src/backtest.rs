@@ -12,7 +12,7 @@ use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
 use serde::Serialize;
 
 use crate::dataset::{self, SeriesKey, TimeRange};
-use crate::indicators::SimpleMovingAverage;
+use crate::indicators::{Indicator, IndicatorFunction};
 use crate::metrics::{Metrics, compute_metrics};
 use crate::simulate::{SignalColumns, SimulationConfig, TradeRecord, simulate_long_only};
 use crate::strategy::StrategySpec;
@@ -152,7 +152,7 @@ pub async fn signal_plan(
             fast_period,
             slow_period,
         } => {
-            let sma = WindowUDF::from(SimpleMovingAverage::new());
+            let sma = WindowUDF::from(IndicatorFunction::new(Indicator::Sma));
             let fast = window(sma.call(vec![col("close"), period_literal(fast_period)]))?;
             let slow = window(sma.call(vec![col("close"), period_literal(slow_period)]))?;
             crossover_plan(bars, fast, slow)
