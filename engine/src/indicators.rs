@@ -14,14 +14,14 @@ use datafusion::physical_expr::expressions::Literal;
 
 /// Returns every indicator window function, for registration in a session.
 pub fn all_indicators() -> Vec<WindowUDF> {
-    [Indicator::Sma, Indicator::Ema, Indicator::Rsi]
+    Indicator::ALL
         .into_iter()
         .map(|indicator| WindowUDF::from(IndicatorFunction::new(indicator)))
         .collect()
 }
 
 /// The indicators, defined as TA-Lib defines them. Each is null during its warm-up, and a
-/// null input yields null and restarts the warm-up.
+/// row with a null input yields null and restarts the warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Indicator {
     /// `sma(value, n)`: the mean of the last n values. Each window is summed afresh from its
@@ -34,45 +34,161 @@ pub enum Indicator {
     /// are seeded by the simple means of the first n changes (so the first value is at row
     /// n), then smoothed as (previous x (n - 1) + current) / n.
     Rsi,
+    /// `stddev(value, n)`: population standard deviation of the last n values.
+    StdDev,
+    /// `highest(value, n)`: maximum of the last n values.
+    Highest,
+    /// `lowest(value, n)`: minimum of the last n values.
+    Lowest,
+    /// `bb_upper(value, n, k)`: SMA(n) plus k population standard deviations.
+    BollingerUpper,
+    /// `bb_middle(value, n, k)`: SMA(n).
+    BollingerMiddle,
+    /// `bb_lower(value, n, k)`: SMA(n) minus k population standard deviations.
+    BollingerLower,
+    /// `macd(value, fast, slow, signal)`: EMA(fast) - EMA(slow), with the fast EMA seeded on
+    /// the row where the slow one starts, and null until the signal line starts, as in TA-Lib.
+    Macd,
+    /// `macd_signal(value, fast, slow, signal)`: EMA(signal) of the MACD line.
+    MacdSignal,
+    /// `macd_hist(value, fast, slow, signal)`: MACD line minus signal line.
+    MacdHist,
+    /// `atr(high, low, close, n)`: Wilder's average of true range, seeded at row n by the mean
+    /// of the first n true ranges (the first bar has none).
+    Atr,
 }
 
 impl Indicator {
+    /// Every indicator, in registration order.
+    pub const ALL: [Indicator; 13] = [
+        Indicator::Sma,
+        Indicator::Ema,
+        Indicator::Rsi,
+        Indicator::StdDev,
+        Indicator::Highest,
+        Indicator::Lowest,
+        Indicator::BollingerUpper,
+        Indicator::BollingerMiddle,
+        Indicator::BollingerLower,
+        Indicator::Macd,
+        Indicator::MacdSignal,
+        Indicator::MacdHist,
+        Indicator::Atr,
+    ];
+
     /// Returns the SQL name of the indicator's window function.
     pub fn name(self) -> &'static str {
         match self {
             Indicator::Sma => "sma",
             Indicator::Ema => "ema",
             Indicator::Rsi => "rsi",
+            Indicator::StdDev => "stddev",
+            Indicator::Highest => "highest",
+            Indicator::Lowest => "lowest",
+            Indicator::BollingerUpper => "bb_upper",
+            Indicator::BollingerMiddle => "bb_middle",
+            Indicator::BollingerLower => "bb_lower",
+            Indicator::Macd => "macd",
+            Indicator::MacdSignal => "macd_signal",
+            Indicator::MacdHist => "macd_hist",
+            Indicator::Atr => "atr",
         }
     }
 
-    /// Computes the indicator over a column.
+    /// Returns the number of value columns the indicator reads.
+    fn value_columns(self) -> usize {
+        if self == Indicator::Atr { 3 } else { 1 }
+    }
+
+    /// Returns the names of the literal parameters after the value columns.
+    fn parameter_names(self) -> &'static [&'static str] {
+        match self {
+            Indicator::BollingerUpper | Indicator::BollingerMiddle | Indicator::BollingerLower => {
+                &["period", "std_dev"]
+            }
+            Indicator::Macd | Indicator::MacdSignal | Indicator::MacdHist => {
+                &["fast_period", "slow_period", "signal_period"]
+            }
+            _ => &["period"],
+        }
+    }
+
+    /// Computes a single-column indicator with one period, such as SMA, EMA or RSI.
     pub fn compute(self, input: &Float64Array, period: usize) -> Float64Array {
-        let mut output = Vec::with_capacity(input.len());
-        // Each run of non-null values is computed on its own.
+        self.compute_columns(&[input], &[period as f64])
+    }
+
+    /// Computes the indicator over its value columns with its parameters in declared order
+    /// (periods as whole numbers).
+    pub fn compute_columns(self, columns: &[&Float64Array], parameters: &[f64]) -> Float64Array {
+        let rows = columns.first().map_or(0, |column| column.len());
+        let valid = |row: usize| columns.iter().all(|column| column.is_valid(row));
+        let mut output = Vec::with_capacity(rows);
+        // Each run of rows without nulls is computed on its own.
         let mut row = 0;
-        while row < input.len() {
-            if input.is_null(row) {
+        while row < rows {
+            if !valid(row) {
                 output.push(None);
                 row += 1;
                 continue;
             }
-            let run_end = (row..input.len())
-                .find(|&index| input.is_null(index))
-                .unwrap_or(input.len());
-            let run = &input.values()[row..run_end];
-            match self {
-                Indicator::Sma => output.extend(simple_moving_average(run, period)),
-                Indicator::Ema => output.extend(exponential_moving_average(run, period)),
-                Indicator::Rsi => output.extend(relative_strength_index(run, period)),
-            }
+            let run_end = (row..rows).find(|&index| !valid(index)).unwrap_or(rows);
+            let run: Vec<&[f64]> = columns
+                .iter()
+                .map(|column| &column.values()[row..run_end])
+                .collect();
+            output.extend(self.compute_run(&run, parameters));
             row = run_end;
         }
         Float64Array::from(output)
     }
+
+    fn compute_run(self, run: &[&[f64]], parameters: &[f64]) -> Vec<Option<f64>> {
+        let period = |index: usize| parameters.get(index).map_or(1, |value| *value as usize);
+        let values = run[0];
+        match self {
+            Indicator::Sma => simple_moving_average(values, period(0)),
+            Indicator::Ema => exponential_moving_average(values, period(0)),
+            Indicator::Rsi => relative_strength_index(values, period(0)),
+            Indicator::StdDev => rolling_std_dev(values, period(0)),
+            Indicator::Highest => rolling_extreme(values, period(0), f64::max),
+            Indicator::Lowest => rolling_extreme(values, period(0), f64::min),
+            Indicator::BollingerUpper | Indicator::BollingerMiddle | Indicator::BollingerLower => {
+                let width = parameters.get(1).copied().unwrap_or(2.0);
+                let sign = match self {
+                    Indicator::BollingerUpper => 1.0,
+                    Indicator::BollingerLower => -1.0,
+                    _ => 0.0,
+                };
+                let middle = simple_moving_average(values, period(0));
+                let std_dev = rolling_std_dev(values, period(0));
+                middle
+                    .iter()
+                    .zip(&std_dev)
+                    .map(|(middle, std_dev)| {
+                        Some(middle.as_ref()? + sign * width * std_dev.as_ref()?)
+                    })
+                    .collect()
+            }
+            Indicator::Macd | Indicator::MacdSignal | Indicator::MacdHist => {
+                let (line, signal) = macd(values, period(0), period(1), period(2));
+                match self {
+                    Indicator::Macd => line,
+                    Indicator::MacdSignal => signal,
+                    _ => line
+                        .iter()
+                        .zip(&signal)
+                        .map(|(line, signal)| Some(line.as_ref()? - signal.as_ref()?))
+                        .collect(),
+                }
+            }
+            Indicator::Atr => average_true_range(run[0], run[1], run[2], period(0)),
+        }
+    }
 }
 
-/// `INDICATOR(value, period) OVER (ORDER BY open_time)` as a DataFusion window function.
+/// `INDICATOR(columns..., parameters...) OVER (ORDER BY open_time)` as a DataFusion window
+/// function.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IndicatorFunction {
     indicator: Indicator,
@@ -99,24 +215,49 @@ impl WindowUDFImpl for IndicatorFunction {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        if arg_types.len() != 2 {
+        let columns = self.indicator.value_columns();
+        let parameters = self.indicator.parameter_names();
+        if arg_types.len() != columns + parameters.len() {
             return plan_err!(
-                "{} takes 2 arguments (value, period), got {}",
+                "{} takes {} value column(s) and the parameters ({}), got {} arguments",
                 self.indicator.name(),
+                columns,
+                parameters.join(", "),
                 arg_types.len()
             );
         }
-        Ok(vec![DataType::Float64, DataType::Int64])
+        let mut types = vec![DataType::Float64; columns];
+        types.extend(parameters.iter().map(|name| {
+            if *name == "std_dev" {
+                DataType::Float64
+            } else {
+                DataType::Int64
+            }
+        }));
+        Ok(types)
     }
 
     fn partition_evaluator(
         &self,
         args: PartitionEvaluatorArgs<'_>,
     ) -> DfResult<Box<dyn PartitionEvaluator>> {
-        let period = literal_period(self.indicator.name(), args.input_exprs().get(1))?;
+        let columns = self.indicator.value_columns();
+        let parameters = self
+            .indicator
+            .parameter_names()
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                literal_parameter(
+                    self.indicator.name(),
+                    name,
+                    args.input_exprs().get(columns + index),
+                )
+            })
+            .collect::<DfResult<Vec<f64>>>()?;
         Ok(Box::new(IndicatorEvaluator {
             indicator: self.indicator,
-            period,
+            parameters,
         }))
     }
 
@@ -129,30 +270,48 @@ impl WindowUDFImpl for IndicatorFunction {
     }
 }
 
-/// Reads a period argument that must be a positive integer literal.
-fn literal_period(function: &str, expr: Option<&Arc<dyn PhysicalExpr>>) -> DfResult<usize> {
+/// Reads a parameter that must be a literal: a positive integer for periods, a positive
+/// number for `std_dev`.
+fn literal_parameter(
+    function: &str,
+    name: &str,
+    expr: Option<&Arc<dyn PhysicalExpr>>,
+) -> DfResult<f64> {
     let Some(literal) = expr.and_then(|expr| expr.downcast_ref::<Literal>()) else {
-        return plan_err!("{function}: the period must be an integer literal such as 20");
+        return plan_err!("{function}: {name} must be an integer literal such as 20");
     };
     match literal.value() {
-        ScalarValue::Int64(Some(period)) if *period >= 1 => Ok(*period as usize),
-        other => plan_err!("{function}: the period must be an integer of at least 1, got {other}"),
+        ScalarValue::Int64(Some(period)) if *period >= 1 && *period <= 100_000 => {
+            Ok(*period as f64)
+        }
+        ScalarValue::Float64(Some(width)) if name == "std_dev" && *width > 0.0 => Ok(*width),
+        other => {
+            plan_err!("{function}: {name} must be a positive number up to 100000, got {other}")
+        }
     }
 }
 
 #[derive(Debug)]
 struct IndicatorEvaluator {
     indicator: Indicator,
-    period: usize,
+    parameters: Vec<f64>,
 }
 
 impl PartitionEvaluator for IndicatorEvaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> DfResult<ArrayRef> {
-        let Some(input) = values.first() else {
-            return exec_err!("{}: missing value argument", self.indicator.name());
-        };
-        let input = input.as_primitive::<Float64Type>().slice(0, num_rows);
-        Ok(Arc::new(self.indicator.compute(&input, self.period)))
+        let columns = self.indicator.value_columns();
+        if values.len() < columns {
+            return exec_err!("{}: missing value arguments", self.indicator.name());
+        }
+        let inputs: Vec<Float64Array> = values[..columns]
+            .iter()
+            .map(|array| array.as_primitive::<Float64Type>().slice(0, num_rows))
+            .collect();
+        let references: Vec<&Float64Array> = inputs.iter().collect();
+        Ok(Arc::new(
+            self.indicator
+                .compute_columns(&references, &self.parameters),
+        ))
     }
 }
 
@@ -206,6 +365,106 @@ fn relative_strength_index(values: &[f64], period: usize) -> Vec<Option<f64>> {
         average_gain = (average_gain * (length - 1.0) + change(row).max(0.0)) / length;
         average_loss = (average_loss * (length - 1.0) + (-change(row)).max(0.0)) / length;
         *slot = Some(rsi(average_gain, average_loss));
+    }
+    output
+}
+
+fn rolling_std_dev(values: &[f64], period: usize) -> Vec<Option<f64>> {
+    (0..values.len())
+        .map(|row| {
+            let start = (row + 1).checked_sub(period)?;
+            let window = &values[start..=row];
+            let mean = window.iter().sum::<f64>() / period as f64;
+            let variance = window
+                .iter()
+                .map(|value| (value - mean).powi(2))
+                .sum::<f64>()
+                / period as f64;
+            Some(variance.sqrt())
+        })
+        .collect()
+}
+
+fn rolling_extreme(values: &[f64], period: usize, pick: fn(f64, f64) -> f64) -> Vec<Option<f64>> {
+    (0..values.len())
+        .map(|row| {
+            let start = (row + 1).checked_sub(period)?;
+            values[start..=row].iter().copied().reduce(pick)
+        })
+        .collect()
+}
+
+/// Returns an EMA whose seed is the SMA of the `period` values ending at row `seed_row`.
+fn ema_seeded_at(values: &[f64], period: usize, seed_row: usize) -> Vec<Option<f64>> {
+    let mut output = vec![None; values.len()];
+    if seed_row >= values.len() || seed_row + 1 < period {
+        return output;
+    }
+    let alpha = 2.0 / (period as f64 + 1.0);
+    let mut average = values[seed_row + 1 - period..=seed_row].iter().sum::<f64>() / period as f64;
+    output[seed_row] = Some(average);
+    for (slot, value) in output.iter_mut().zip(values).skip(seed_row + 1) {
+        average += alpha * (value - average);
+        *slot = Some(average);
+    }
+    output
+}
+
+/// Returns the MACD line and its signal line, both null until the signal line starts.
+fn macd(
+    values: &[f64],
+    fast_period: usize,
+    slow_period: usize,
+    signal_period: usize,
+) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
+    let none = || vec![None; values.len()];
+    let slow_start = slow_period.max(fast_period) - 1;
+    let fast = ema_seeded_at(values, fast_period, slow_start);
+    let slow = ema_seeded_at(values, slow_period, slow_start);
+    let line: Vec<Option<f64>> = fast
+        .iter()
+        .zip(&slow)
+        .map(|(fast, slow)| Some(fast.as_ref()? - slow.as_ref()?))
+        .collect();
+    if values.len() <= slow_start {
+        return (none(), none());
+    }
+    let defined: Vec<f64> = line[slow_start..]
+        .iter()
+        .map(|value| value.unwrap_or(0.0))
+        .collect();
+    let mut signal = none();
+    for (offset, value) in ema_seeded_at(&defined, signal_period, signal_period - 1)
+        .into_iter()
+        .enumerate()
+    {
+        signal[slow_start + offset] = value;
+    }
+    let line = line
+        .iter()
+        .zip(&signal)
+        .map(|(line, signal)| signal.and(*line))
+        .collect();
+    (line, signal)
+}
+
+fn average_true_range(high: &[f64], low: &[f64], close: &[f64], period: usize) -> Vec<Option<f64>> {
+    let mut output = vec![None; high.len()];
+    if high.len() <= period {
+        return output;
+    }
+    let true_range = |row: usize| {
+        let previous = close[row - 1];
+        (high[row] - low[row])
+            .max((high[row] - previous).abs())
+            .max((low[row] - previous).abs())
+    };
+    let length = period as f64;
+    let mut average = (1..=period).map(true_range).sum::<f64>() / length;
+    output[period] = Some(average);
+    for (row, slot) in output.iter_mut().enumerate().skip(period + 1) {
+        average = (average * (length - 1.0) + true_range(row)) / length;
+        *slot = Some(average);
     }
     output
 }

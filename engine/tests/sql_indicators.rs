@@ -85,3 +85,57 @@ async fn indicator_period_must_be_literal() {
         .unwrap_err();
     assert!(error.to_string().contains("integer literal"), "{error}");
 }
+
+#[tokio::test]
+async fn multi_argument_indicators_plan_from_sql() {
+    let start_ms = 1_748_736_000_000; // 2025-06-01T00:00:00Z
+    let klines: Vec<Kline> = (0..60)
+        .map(|index| {
+            let close = 100.0 + (index as f64 * 0.7).sin() * 5.0;
+            Kline {
+                open_time_ms: start_ms + index * 60_000,
+                open: close,
+                high: close + 1.0,
+                low: close - 1.0,
+                close,
+                volume: 1.0,
+                turnover: None,
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    writer::write_klines(
+        dir.path(),
+        Category::Linear,
+        "TESTUSDT",
+        Timeframe::Minutes(1),
+        &klines,
+    )
+    .unwrap();
+
+    let engine = Engine::open(dir.path()).unwrap();
+    let batches = engine
+        .session()
+        .sql(
+            "SELECT bb_upper(close, 20, 2) OVER w AS upper, bb_middle(close, 20, 2.0) OVER w AS mid,
+                    atr(high, low, close, 14) OVER w AS atr14,
+                    macd_hist(close, 12, 26, 9) OVER w AS hist
+             FROM klines WHERE symbol = 'TESTUSDT'
+             WINDOW w AS (ORDER BY open_time) ORDER BY open_time",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let batch = datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let column = |index: usize| batch.column(index).as_primitive::<Float64Type>().clone();
+    let (upper, middle, atr, hist) = (column(0), column(1), column(2), column(3));
+    assert!(upper.is_null(18));
+    assert!(upper.value(19) > middle.value(19));
+    // True range is the 2.0 bar range or a larger gap to the previous close.
+    assert!(atr.is_null(13));
+    assert!(atr.value(14) >= 2.0);
+    assert!(hist.is_null(32));
+    assert!(hist.is_valid(33));
+}
