@@ -147,17 +147,7 @@ pub async fn signal_plan(
     request: &BacktestRequest,
 ) -> Result<DataFrame> {
     let bars = dataset::bars_frame(ctx, data_dir, &request.series, &request.range).await?;
-    match request.strategy {
-        StrategySpec::SmaCrossover {
-            fast_period,
-            slow_period,
-        } => {
-            let sma = WindowUDF::from(IndicatorFunction::new(Indicator::Sma));
-            let fast = window(sma.call(vec![col("close"), period_literal(fast_period)]))?;
-            let slow = window(sma.call(vec![col("close"), period_literal(slow_period)]))?;
-            crossover_plan(bars, fast, slow)
-        }
-    }
+    signal_rule(&request.strategy)?.plan(bars)
 }
 
 fn period_literal(period: usize) -> Expr {
@@ -171,40 +161,144 @@ fn window(call: Expr) -> Result<Expr> {
         .build()?)
 }
 
-/// Adds crossover signals of two indicator columns: long when `fast` crosses above `slow`,
-/// short when it crosses below, each needing both values on this bar and the previous one.
-fn crossover_plan(bars: DataFrame, fast: Expr, slow: Expr) -> Result<DataFrame> {
-    let with_indicators = bars.select(vec![
-        col("open_time"),
-        col("open"),
-        col("close"),
-        fast.alias("fast"),
-        slow.alias("slow"),
-    ])?;
-    let with_previous = with_indicators.select(vec![
-        col("open_time"),
-        col("open"),
-        col("close"),
-        col("fast"),
-        col("slow"),
-        window(lag(col("fast"), Some(1), None))?.alias("previous_fast"),
-        window(lag(col("slow"), Some(1), None))?.alias("previous_slow"),
-    ])?;
-    let cross_above = col("fast")
-        .gt(col("slow"))
-        .and(col("previous_fast").lt_eq(col("previous_slow")));
-    let cross_below = col("fast")
-        .lt(col("slow"))
-        .and(col("previous_fast").gt_eq(col("previous_slow")));
-    Ok(with_previous
-        .select(vec![
-            col("open_time"),
-            col("open"),
-            col("close"),
-            cross_above.is_true().alias("long_signal"),
-            cross_below.is_true().alias("short_signal"),
-        ])?
-        .sort(vec![col("open_time").sort(true, false)])?)
+/// Returns `indicator(close, parameters...) OVER (ORDER BY open_time)`.
+fn indicator_of_close(indicator: Indicator, parameters: Vec<Expr>) -> Result<Expr> {
+    let mut arguments = vec![col("close")];
+    arguments.extend(parameters);
+    window(WindowUDF::from(IndicatorFunction::new(indicator)).call(arguments))
+}
+
+/// A strategy as crossings: long when `long_a` crosses above `long_b`, short when `short_a`
+/// crosses below `short_b`. Operands are expressions over `close` and the indicator columns.
+struct SignalRule {
+    indicators: Vec<(Expr, &'static str)>,
+    long: (Expr, Expr),
+    short: (Expr, Expr),
+}
+
+fn signal_rule(strategy: &StrategySpec) -> Result<SignalRule> {
+    let rule = match *strategy {
+        StrategySpec::SmaCrossover {
+            fast_period,
+            slow_period,
+        }
+        | StrategySpec::EmaCrossover {
+            fast_period,
+            slow_period,
+        } => {
+            let indicator = if matches!(strategy, StrategySpec::SmaCrossover { .. }) {
+                Indicator::Sma
+            } else {
+                Indicator::Ema
+            };
+            SignalRule {
+                indicators: vec![
+                    (
+                        indicator_of_close(indicator, vec![period_literal(fast_period)])?,
+                        "fast",
+                    ),
+                    (
+                        indicator_of_close(indicator, vec![period_literal(slow_period)])?,
+                        "slow",
+                    ),
+                ],
+                long: (col("fast"), col("slow")),
+                short: (col("fast"), col("slow")),
+            }
+        }
+        StrategySpec::Rsi {
+            period,
+            oversold,
+            overbought,
+        } => SignalRule {
+            indicators: vec![(
+                indicator_of_close(Indicator::Rsi, vec![period_literal(period)])?,
+                "rsi",
+            )],
+            long: (col("rsi"), lit(oversold)),
+            short: (col("rsi"), lit(overbought)),
+        },
+        StrategySpec::Macd {
+            fast_period,
+            slow_period,
+            signal_period,
+        } => {
+            let parameters = || {
+                vec![
+                    period_literal(fast_period),
+                    period_literal(slow_period),
+                    period_literal(signal_period),
+                ]
+            };
+            SignalRule {
+                indicators: vec![
+                    (indicator_of_close(Indicator::Macd, parameters())?, "macd"),
+                    (
+                        indicator_of_close(Indicator::MacdSignal, parameters())?,
+                        "macd_signal",
+                    ),
+                ],
+                long: (col("macd"), col("macd_signal")),
+                short: (col("macd"), col("macd_signal")),
+            }
+        }
+        StrategySpec::BollingerBands { period, std_dev } => {
+            let parameters = || vec![period_literal(period), lit(std_dev)];
+            SignalRule {
+                indicators: vec![
+                    (
+                        indicator_of_close(Indicator::BollingerLower, parameters())?,
+                        "lower",
+                    ),
+                    (
+                        indicator_of_close(Indicator::BollingerUpper, parameters())?,
+                        "upper",
+                    ),
+                ],
+                long: (col("close"), col("lower")),
+                short: (col("close"), col("upper")),
+            }
+        }
+    };
+    Ok(rule)
+}
+
+impl SignalRule {
+    /// Adds `long_signal` and `short_signal` columns to the bars: each crossing needs both
+    /// operands on this bar and on the previous one.
+    fn plan(self, bars: DataFrame) -> Result<DataFrame> {
+        let mut columns = vec![col("open_time"), col("open"), col("close")];
+        columns.extend(
+            self.indicators
+                .into_iter()
+                .map(|(expr, name)| expr.alias(name)),
+        );
+        let with_indicators = bars.select(columns)?;
+
+        let operands = [self.long.0, self.long.1, self.short.0, self.short.1];
+        let mut columns = vec![col("open_time"), col("open"), col("close")];
+        for (index, operand) in operands.iter().enumerate() {
+            columns.push(operand.clone().alias(format!("now_{index}")));
+            columns.push(
+                window(lag(operand.clone(), Some(1), None))?.alias(format!("before_{index}")),
+            );
+        }
+        let with_previous = with_indicators.select(columns)?;
+
+        let now = |index: usize| col(format!("now_{index}"));
+        let before = |index: usize| col(format!("before_{index}"));
+        let crosses_above = now(0).gt(now(1)).and(before(0).lt_eq(before(1)));
+        let crosses_below = now(2).lt(now(3)).and(before(2).gt_eq(before(3)));
+        Ok(with_previous
+            .select(vec![
+                col("open_time"),
+                col("open"),
+                col("close"),
+                crosses_above.is_true().alias("long_signal"),
+                crosses_below.is_true().alias("short_signal"),
+            ])?
+            .sort(vec![col("open_time").sort(true, false)])?)
+    }
 }
 
 /// Runs a backtest: plans the signals, executes the plan, simulates fills and computes

@@ -127,6 +127,29 @@ pub fn sma_crossover(
     }
     let fast = simple_moving_average(&closes, fast_period);
     let slow = simple_moving_average(&closes, slow_period);
+    let long_signals = crosses_above(&fast, &slow);
+    let short_signals = crosses_below(&fast, &slow);
+    long_only(bars, &long_signals, &short_signals, config)
+}
+
+/// Runs a long-only backtest from per-bar signals decided at each bar's close: a long signal
+/// while flat enters at the next open, a short signal while long exits at the next open, and
+/// a position still open after the last bar closes at its close.
+///
+/// # Panics
+///
+/// Panics if the signal slices are not as long as `bars`, and for the reasons of
+/// [`sma_crossover`].
+pub fn long_only(
+    bars: &[OracleBar],
+    long_signals: &[bool],
+    short_signals: &[bool],
+    config: &OracleConfig,
+) -> OracleResult {
+    assert_eq!(long_signals.len(), bars.len(), "one long signal per bar");
+    assert_eq!(short_signals.len(), bars.len(), "one short signal per bar");
+    validate_config(config);
+    validate_bars(bars);
 
     // `cash` is the equity while flat. While long it stays at the equity at entry until the
     // exit adds the trade's pnl.
@@ -173,9 +196,9 @@ pub fn sma_crossover(
         if is_last_bar {
             break;
         }
-        pending_order = match (crossover_signal(&fast, &slow, t), &position) {
-            (Some(Signal::CrossAbove), None) => Some(Order::Enter),
-            (Some(Signal::CrossBelow), Some(_)) => Some(Order::Exit),
+        pending_order = match &position {
+            None if long_signals[t] => Some(Order::Enter),
+            Some(_) if short_signals[t] => Some(Order::Exit),
             _ => None,
         };
     }
@@ -331,15 +354,6 @@ fn validate_bars(bars: &[OracleBar]) {
     }
 }
 
-/// Crossover of the fast SMA over the slow SMA at one bar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signal {
-    /// Long signal: fast above slow now, at or below it on the previous bar.
-    CrossAbove,
-    /// Short signal: fast below slow now, at or above it on the previous bar.
-    CrossBelow,
-}
-
 /// Order decided at a bar's close and filled at the next bar's open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Order {
@@ -356,24 +370,36 @@ struct OpenPosition {
     equity_at_entry: f64,
 }
 
-/// Returns the crossover at bar `t`, which needs both SMAs defined at `t` and `t - 1`.
-fn crossover_signal(fast: &[Option<f64>], slow: &[Option<f64>], t: usize) -> Option<Signal> {
-    if t == 0 {
-        return None;
-    }
-    let (Some(fast_now), Some(slow_now), Some(fast_previous), Some(slow_previous)) =
-        (fast[t], slow[t], fast[t - 1], slow[t - 1])
-    else {
-        return None;
-    };
+/// Returns, for each bar t, whether `a` crosses above `b` there: `a[t] > b[t]` and
+/// `a[t - 1] <= b[t - 1]`, all four defined.
+pub fn crosses_above(a: &[Option<f64>], b: &[Option<f64>]) -> Vec<bool> {
+    crossings(a, b, |now_a, now_b, before_a, before_b| {
+        now_a > now_b && before_a <= before_b
+    })
+}
 
-    if fast_now > slow_now && fast_previous <= slow_previous {
-        Some(Signal::CrossAbove)
-    } else if fast_now < slow_now && fast_previous >= slow_previous {
-        Some(Signal::CrossBelow)
-    } else {
-        None
+/// Returns, for each bar t, whether `a` crosses below `b` there: `a[t] < b[t]` and
+/// `a[t - 1] >= b[t - 1]`, all four defined.
+pub fn crosses_below(a: &[Option<f64>], b: &[Option<f64>]) -> Vec<bool> {
+    crossings(a, b, |now_a, now_b, before_a, before_b| {
+        now_a < now_b && before_a >= before_b
+    })
+}
+
+fn crossings(
+    a: &[Option<f64>],
+    b: &[Option<f64>],
+    test: fn(f64, f64, f64, f64) -> bool,
+) -> Vec<bool> {
+    let mut signals = vec![false; a.len()];
+    for t in 1..a.len() {
+        if let (Some(now_a), Some(now_b), Some(before_a), Some(before_b)) =
+            (a[t], b[t], a[t - 1], b[t - 1])
+        {
+            signals[t] = test(now_a, now_b, before_a, before_b);
+        }
     }
+    signals
 }
 
 /// Opens a long position at `bar`'s open.

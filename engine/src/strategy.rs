@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use crate::{Error, Result};
 
 /// Strategy types the engine runs, for error messages and listings.
-pub const STRATEGY_TYPES: &str = "sma_crossover";
+pub const STRATEGY_TYPES: &str = "sma_crossover, ema_crossover, rsi, macd, bollinger_bands";
 
 /// A validated strategy with all parameters resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +16,27 @@ pub enum StrategySpec {
         fast_period: usize,
         slow_period: usize,
     },
+    /// The same crossover with EMAs.
+    EmaCrossover {
+        fast_period: usize,
+        slow_period: usize,
+    },
+    /// Long when RSI crosses up through `oversold`, short when it crosses down through
+    /// `overbought`.
+    Rsi {
+        period: usize,
+        oversold: f64,
+        overbought: f64,
+    },
+    /// Long when the MACD line crosses above its signal line, short when it crosses below.
+    Macd {
+        fast_period: usize,
+        slow_period: usize,
+        signal_period: usize,
+    },
+    /// Long when the close crosses up through the lower band, short when it crosses down
+    /// through the upper band.
+    BollingerBands { period: usize, std_dev: f64 },
 }
 
 impl StrategySpec {
@@ -43,19 +64,67 @@ impl StrategySpec {
                 reject_unknown_keys(params, &["fast_period", "slow_period"])?;
                 let fast_period = period_param(params, "fast_period", 10)?;
                 let slow_period = period_param(params, "slow_period", 30)?;
-                if fast_period >= slow_period {
-                    return Err(Error::InvalidParameter {
-                        name: "fast_period".to_string(),
-                        message: format!(
-                            "fast_period ({fast_period}) must be less than slow_period \
-                             ({slow_period})"
-                        ),
-                    });
-                }
+                require_below("fast_period", fast_period, "slow_period", slow_period)?;
                 Ok(StrategySpec::SmaCrossover {
                     fast_period,
                     slow_period,
                 })
+            }
+            "ema_crossover" => {
+                reject_unknown_keys(params, &["fast_period", "slow_period"])?;
+                let fast_period = period_param(params, "fast_period", 12)?;
+                let slow_period = period_param(params, "slow_period", 26)?;
+                require_below("fast_period", fast_period, "slow_period", slow_period)?;
+                Ok(StrategySpec::EmaCrossover {
+                    fast_period,
+                    slow_period,
+                })
+            }
+            "rsi" => {
+                reject_unknown_keys(params, &["period", "oversold", "overbought"])?;
+                let period = period_param(params, "period", 14)?;
+                let oversold = level_param(params, "oversold", 30.0)?;
+                let overbought = level_param(params, "overbought", 70.0)?;
+                if oversold >= overbought {
+                    return Err(Error::InvalidParameter {
+                        name: "oversold".to_string(),
+                        message: format!(
+                            "oversold ({oversold}) must be below overbought ({overbought})"
+                        ),
+                    });
+                }
+                Ok(StrategySpec::Rsi {
+                    period,
+                    oversold,
+                    overbought,
+                })
+            }
+            "macd" => {
+                reject_unknown_keys(params, &["fast_period", "slow_period", "signal_period"])?;
+                let fast_period = period_param(params, "fast_period", 12)?;
+                let slow_period = period_param(params, "slow_period", 26)?;
+                let signal_period = period_param(params, "signal_period", 9)?;
+                require_below("fast_period", fast_period, "slow_period", slow_period)?;
+                Ok(StrategySpec::Macd {
+                    fast_period,
+                    slow_period,
+                    signal_period,
+                })
+            }
+            "bollinger_bands" => {
+                reject_unknown_keys(params, &["period", "std_dev"])?;
+                let period = period_param(params, "period", 20)?;
+                let std_dev = match params.get("std_dev") {
+                    None => 2.0,
+                    Some(value) => value
+                        .as_f64()
+                        .filter(|width| width.is_finite() && *width > 0.0 && *width <= 10.0)
+                        .ok_or_else(|| Error::InvalidParameter {
+                            name: "std_dev".to_string(),
+                            message: format!("expected a number above 0 and up to 10, got {value}"),
+                        })?,
+                };
+                Ok(StrategySpec::BollingerBands { period, std_dev })
             }
             other => Err(Error::UnknownStrategy {
                 name: other.to_string(),
@@ -68,6 +137,10 @@ impl StrategySpec {
     pub fn strategy_type(&self) -> &'static str {
         match self {
             StrategySpec::SmaCrossover { .. } => "sma_crossover",
+            StrategySpec::EmaCrossover { .. } => "ema_crossover",
+            StrategySpec::Rsi { .. } => "rsi",
+            StrategySpec::Macd { .. } => "macd",
+            StrategySpec::BollingerBands { .. } => "bollinger_bands",
         }
     }
 
@@ -77,9 +150,53 @@ impl StrategySpec {
             StrategySpec::SmaCrossover {
                 fast_period,
                 slow_period,
+            }
+            | StrategySpec::EmaCrossover {
+                fast_period,
+                slow_period,
             } => json!({ "fast_period": fast_period, "slow_period": slow_period }),
+            StrategySpec::Rsi {
+                period,
+                oversold,
+                overbought,
+            } => json!({ "period": period, "oversold": oversold, "overbought": overbought }),
+            StrategySpec::Macd {
+                fast_period,
+                slow_period,
+                signal_period,
+            } => json!({
+                "fast_period": fast_period,
+                "slow_period": slow_period,
+                "signal_period": signal_period
+            }),
+            StrategySpec::BollingerBands { period, std_dev } => {
+                json!({ "period": period, "std_dev": std_dev })
+            }
         }
     }
+}
+
+fn require_below(name: &str, value: usize, other_name: &str, other: usize) -> Result<()> {
+    if value < other {
+        return Ok(());
+    }
+    Err(Error::InvalidParameter {
+        name: name.to_string(),
+        message: format!("{name} ({value}) must be less than {other_name} ({other})"),
+    })
+}
+
+fn level_param(params: &Map<String, Value>, name: &str, default: f64) -> Result<f64> {
+    let Some(value) = params.get(name) else {
+        return Ok(default);
+    };
+    value
+        .as_f64()
+        .filter(|level| (0.0..=100.0).contains(level))
+        .ok_or_else(|| Error::InvalidParameter {
+            name: name.to_string(),
+            message: format!("expected an RSI level from 0 to 100, got {value}"),
+        })
 }
 
 fn reject_unknown_keys(params: &Map<String, Value>, known: &[&str]) -> Result<()> {
@@ -149,6 +266,52 @@ mod tests {
             let error = StrategySpec::from_params("sma_crossover", &params).unwrap_err();
             match error {
                 Error::InvalidParameter { name: got, .. } => assert_eq!(got, name),
+                other => panic!("expected InvalidParameter for {params}, got {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_strategies_take_defaults() {
+        let cases = [
+            (
+                "ema_crossover",
+                json!({"fast_period": 12, "slow_period": 26}),
+            ),
+            (
+                "rsi",
+                json!({"period": 14, "oversold": 30.0, "overbought": 70.0}),
+            ),
+            (
+                "macd",
+                json!({"fast_period": 12, "slow_period": 26, "signal_period": 9}),
+            ),
+            ("bollinger_bands", json!({"period": 20, "std_dev": 2.0})),
+        ];
+        for (strategy_type, defaults) in cases {
+            let spec = StrategySpec::from_params(strategy_type, &json!({})).unwrap();
+            assert_eq!(spec.params(), defaults, "{strategy_type}");
+            assert_eq!(spec.strategy_type(), strategy_type);
+        }
+    }
+
+    #[test]
+    fn other_strategies_name_invalid_parameters() {
+        let cases = [
+            (
+                "ema_crossover",
+                json!({"fast_period": 26, "slow_period": 12}),
+                "fast_period",
+            ),
+            ("rsi", json!({"oversold": 80, "overbought": 70}), "oversold"),
+            ("rsi", json!({"overbought": 120}), "overbought"),
+            ("macd", json!({"signal_period": 0}), "signal_period"),
+            ("bollinger_bands", json!({"std_dev": 0}), "std_dev"),
+            ("bollinger_bands", json!({"width": 2}), "width"),
+        ];
+        for (strategy_type, params, name) in cases {
+            match StrategySpec::from_params(strategy_type, &params).unwrap_err() {
+                Error::InvalidParameter { name: got, .. } => assert_eq!(got, name, "{params}"),
                 other => panic!("expected InvalidParameter for {params}, got {other}"),
             }
         }

@@ -352,3 +352,109 @@ async fn gapped_series_matches_oracle() {
         assert!(report.metrics.total_trades > 10);
     }
 }
+
+/// Oracle signals of a strategy: indicator columns from `Indicator::compute_columns` (checked
+/// against TA-Lib elsewhere) and crossings from the oracle's own loops.
+fn oracle_signals(strategy: &StrategySpec, bars: &[OracleBar]) -> (Vec<bool>, Vec<bool>) {
+    use bst_engine::indicators::Indicator;
+    use bst_engine::oracle::{crosses_above, crosses_below};
+    use datafusion::arrow::array::{Array, Float64Array};
+
+    let closes = Float64Array::from_iter_values(bars.iter().map(|bar| bar.close));
+    let compute = |indicator: Indicator, parameters: &[f64]| -> Vec<Option<f64>> {
+        let output = indicator.compute_columns(&[&closes], parameters);
+        (0..output.len())
+            .map(|row| output.is_valid(row).then(|| output.value(row)))
+            .collect()
+    };
+    let constant = |value: f64| vec![Some(value); bars.len()];
+    let close: Vec<Option<f64>> = bars.iter().map(|bar| Some(bar.close)).collect();
+    match *strategy {
+        StrategySpec::SmaCrossover {
+            fast_period,
+            slow_period,
+        } => {
+            let fast = compute(Indicator::Sma, &[fast_period as f64]);
+            let slow = compute(Indicator::Sma, &[slow_period as f64]);
+            (crosses_above(&fast, &slow), crosses_below(&fast, &slow))
+        }
+        StrategySpec::EmaCrossover {
+            fast_period,
+            slow_period,
+        } => {
+            let fast = compute(Indicator::Ema, &[fast_period as f64]);
+            let slow = compute(Indicator::Ema, &[slow_period as f64]);
+            (crosses_above(&fast, &slow), crosses_below(&fast, &slow))
+        }
+        StrategySpec::Rsi {
+            period,
+            oversold,
+            overbought,
+        } => {
+            let rsi = compute(Indicator::Rsi, &[period as f64]);
+            (
+                crosses_above(&rsi, &constant(oversold)),
+                crosses_below(&rsi, &constant(overbought)),
+            )
+        }
+        StrategySpec::Macd {
+            fast_period,
+            slow_period,
+            signal_period,
+        } => {
+            let parameters = [fast_period as f64, slow_period as f64, signal_period as f64];
+            let line = compute(Indicator::Macd, &parameters);
+            let signal = compute(Indicator::MacdSignal, &parameters);
+            (crosses_above(&line, &signal), crosses_below(&line, &signal))
+        }
+        StrategySpec::BollingerBands { period, std_dev } => {
+            let parameters = [period as f64, std_dev];
+            let lower = compute(Indicator::BollingerLower, &parameters);
+            let upper = compute(Indicator::BollingerUpper, &parameters);
+            (crosses_above(&close, &lower), crosses_below(&close, &upper))
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_strategy_matches_oracle() {
+    let strategies = [
+        ("ema_crossover", serde_json::json!({})),
+        (
+            "ema_crossover",
+            serde_json::json!({"fast_period": 5, "slow_period": 40}),
+        ),
+        ("rsi", serde_json::json!({})),
+        (
+            "rsi",
+            serde_json::json!({"period": 7, "oversold": 25, "overbought": 75}),
+        ),
+        ("macd", serde_json::json!({})),
+        ("bollinger_bands", serde_json::json!({})),
+        (
+            "bollinger_bands",
+            serde_json::json!({"period": 30, "std_dev": 1.5}),
+        ),
+    ];
+    let engine = Engine::open(data_dir()).unwrap();
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        let bars = oracle_bars(symbol, &TimeRange::default());
+        for (strategy_type, params) in &strategies {
+            let strategy = StrategySpec::from_params(strategy_type, params).unwrap();
+            let mut request = request(symbol, 1, 2, TimeRange::default());
+            request.strategy = strategy.clone();
+            let report = engine.run_backtest(&request).await.unwrap();
+
+            let (long_signals, short_signals) = oracle_signals(&strategy, &bars);
+            let oracle = bst_engine::oracle::long_only(
+                &bars,
+                &long_signals,
+                &short_signals,
+                &OracleConfig::default(),
+            );
+            let label = format!("{symbol} {strategy_type} {params}");
+            assert_same_backtest(&label, &report, &oracle);
+            assert!(report.metrics.total_trades > 5, "{label} traded too little");
+        }
+    }
+}
