@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -16,13 +16,12 @@ use arrow::array::TimestampMicrosecondArray;
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::DateTime;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::layout::{Category, PART_FILE_NAME, UTC, validate_symbol};
 use crate::writer::{
-    MAX_ROW_GROUP_ROWS, create_dir_durable, file_name_of, list_dir, remove_tmp_files,
-    replace_part_file, sorted_file_properties,
+    create_dir_durable, file_name_of, list_dir, remove_tmp_files, replace_part_file,
+    write_sorted_parquet,
 };
 use crate::{Error, Result};
 
@@ -346,28 +345,7 @@ fn merge_tick_partition(data_dir: &Path, dir: &Path, incoming: &[&Tick]) -> Resu
 }
 
 fn write_tick_file(path: &Path, ticks: &[Tick]) -> Result<()> {
-    let io_error = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let parquet_error = |source| Error::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_error)?;
-    let mut writer = ArrowWriter::try_new(file, tick_schema(), Some(sorted_file_properties()))
-        .map_err(parquet_error)?;
-    for chunk in ticks.chunks(MAX_ROW_GROUP_ROWS) {
-        writer
-            .write(&to_tick_batch(chunk)?)
-            .map_err(parquet_error)?;
-    }
-    let file = writer.into_inner().map_err(parquet_error)?;
-    file.sync_all().map_err(io_error)
+    write_sorted_parquet(path, tick_schema(), ticks, to_tick_batch)
 }
 
 fn to_tick_batch(ticks: &[Tick]) -> Result<RecordBatch> {

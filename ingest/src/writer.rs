@@ -26,7 +26,7 @@ use crate::layout::{
 use crate::{Error, Result};
 
 /// Maximum number of rows in one Parquet row group.
-pub(crate) const MAX_ROW_GROUP_ROWS: usize = 1_048_576;
+const MAX_ROW_GROUP_ROWS: usize = 1_048_576;
 
 /// Prefix of the temporary files that replace [`PART_FILE_NAME`].
 const TMP_FILE_PREFIX: &str = ".part-0000.parquet.";
@@ -366,6 +366,17 @@ pub(crate) fn replace_part_file(
 }
 
 fn write_parquet(path: &Path, klines: &[Kline]) -> Result<()> {
+    write_sorted_parquet(path, kline_schema(), klines, to_record_batch)
+}
+
+/// Writes rows to a new Parquet file with the dataset's sorted-file properties, in row groups
+/// of at most [`MAX_ROW_GROUP_ROWS`], and syncs it to disk.
+pub(crate) fn write_sorted_parquet<T>(
+    path: &Path,
+    schema: arrow::datatypes::SchemaRef,
+    rows: &[T],
+    to_batch: impl Fn(&[T]) -> Result<RecordBatch>,
+) -> Result<()> {
     let io_error = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -380,12 +391,10 @@ fn write_parquet(path: &Path, klines: &[Kline]) -> Result<()> {
         .create_new(true)
         .open(path)
         .map_err(io_error)?;
-    let mut writer = ArrowWriter::try_new(file, kline_schema(), Some(sorted_file_properties()))
+    let mut writer = ArrowWriter::try_new(file, schema, Some(sorted_file_properties()))
         .map_err(parquet_error)?;
-    for chunk in klines.chunks(MAX_ROW_GROUP_ROWS) {
-        writer
-            .write(&to_record_batch(chunk)?)
-            .map_err(parquet_error)?;
+    for chunk in rows.chunks(MAX_ROW_GROUP_ROWS) {
+        writer.write(&to_batch(chunk)?).map_err(parquet_error)?;
     }
     let file = writer.into_inner().map_err(parquet_error)?;
     file.sync_all().map_err(io_error)
@@ -393,7 +402,7 @@ fn write_parquet(path: &Path, klines: &[Kline]) -> Result<()> {
 
 /// Returns the Parquet writer properties of every dataset file: zstd, page statistics, and
 /// the rows declared sorted ascending by the first column.
-pub(crate) fn sorted_file_properties() -> WriterProperties {
+fn sorted_file_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
