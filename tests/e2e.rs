@@ -324,6 +324,18 @@ fn server_rejects_bad_requests_with_named_fields() {
         .unwrap();
     assert_detail_names(bad_param, StatusCode::UNPROCESSABLE_ENTITY, "fast_period");
 
+    let long_description = client
+        .post(server.url("/strategies"))
+        .json(&json!({"name": "x", "strategy_type": "sma_crossover",
+                      "description": "d".repeat(10_001)}))
+        .send()
+        .unwrap();
+    assert_detail_names(
+        long_description,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "description",
+    );
+
     let strategy: Value = client
         .post(server.url("/strategies"))
         .json(&json!({"name": "ok", "strategy_type": "sma_crossover"}))

@@ -16,6 +16,9 @@ use crate::state::AppState;
 /// Longest accepted strategy name, in characters.
 const MAX_NAME_CHARS: usize = 200;
 
+/// Longest accepted strategy description, in characters.
+const MAX_DESCRIPTION_CHARS: usize = 10_000;
+
 /// Body of `POST /strategies`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +53,15 @@ pub(crate) async fn create(
             "invalid name {:?}: expected 1 to {MAX_NAME_CHARS} characters",
             body.name
         )));
+    }
+    if let Some(description) = &body.description {
+        let length = description.chars().count();
+        if length > MAX_DESCRIPTION_CHARS {
+            return Err(ApiError::unprocessable(format!(
+                "invalid description: {length} characters, expected at most \
+                 {MAX_DESCRIPTION_CHARS}"
+            )));
+        }
     }
     let config = body
         .config
