@@ -118,19 +118,38 @@ pub(crate) fn csv_error(path: &Path, error: &csv::Error) -> Error {
     }
 }
 
-fn find_columns(path: &Path, header: &csv::StringRecord) -> Result<ColumnIndexes> {
-    let position = |name: &str| header.iter().position(|column| column == name);
-    let mut indexes = [0; REQUIRED_COLUMNS.len()];
-    for (index, name) in indexes.iter_mut().zip(REQUIRED_COLUMNS) {
-        *index = position(name).ok_or_else(|| Error::InvalidFile {
-            path: path.to_path_buf(),
-            message: format!(
-                "missing column {name:?}: the header must contain {} (found {:?})",
-                REQUIRED_COLUMNS.join(","),
-                header.iter().collect::<Vec<_>>().join(","),
-            ),
-        })?;
+/// Returns the positions of the `required` columns in a CSV header, in the order given.
+///
+/// # Errors
+///
+/// [`Error::InvalidFile`] naming the first missing column, what must contain it, and the
+/// header found.
+pub(crate) fn required_columns<const N: usize>(
+    path: &Path,
+    header: &csv::StringRecord,
+    required: [&str; N],
+    container: &str,
+) -> Result<[usize; N]> {
+    let mut indexes = [0; N];
+    for (index, name) in indexes.iter_mut().zip(required) {
+        *index = header
+            .iter()
+            .position(|column| column == name)
+            .ok_or_else(|| Error::InvalidFile {
+                path: path.to_path_buf(),
+                message: format!(
+                    "missing column {name:?}: {container} must contain {} (found {:?})",
+                    required.join(","),
+                    header.iter().collect::<Vec<_>>().join(","),
+                ),
+            })?;
     }
+    Ok(indexes)
+}
+
+fn find_columns(path: &Path, header: &csv::StringRecord) -> Result<ColumnIndexes> {
+    let indexes = required_columns(path, header, REQUIRED_COLUMNS, "the header")?;
+    let position = |name: &str| header.iter().position(|column| column == name);
     let [timestamp, open, high, low, close, volume] = indexes;
     Ok(ColumnIndexes {
         timestamp,

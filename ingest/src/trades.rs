@@ -391,18 +391,9 @@ struct ColumnIndexes {
 }
 
 fn find_columns(path: &Path, header: &csv::StringRecord) -> Result<ColumnIndexes> {
+    let indexes =
+        crate::csv_klines::required_columns(path, header, REQUIRED_COLUMNS, "a trade dump")?;
     let position = |name: &str| header.iter().position(|column| column == name);
-    let mut indexes = [0; REQUIRED_COLUMNS.len()];
-    for (index, name) in indexes.iter_mut().zip(REQUIRED_COLUMNS) {
-        *index = position(name).ok_or_else(|| Error::InvalidFile {
-            path: path.to_path_buf(),
-            message: format!(
-                "missing column {name:?}: a trade dump must contain {} (found {:?})",
-                REQUIRED_COLUMNS.join(","),
-                header.iter().collect::<Vec<_>>().join(","),
-            ),
-        })?;
-    }
     let [timestamp, symbol, side, size, price, trade_id, notional] = indexes;
     Ok(ColumnIndexes {
         timestamp,
