@@ -128,8 +128,8 @@ fn print_report(label: &str, report: &WriteReport) {
 const SAMPLE_IMPORT_MARKER: &str = ".sample-import-pending";
 
 /// Imports the sample kline files of `BST_DATASETS_DIR` when the data directory contains no
-/// klines yet, or when an earlier sample import was interrupted; logs how to load data when
-/// the variable is unset.
+/// klines yet, or when an earlier sample import was interrupted. When the variable is unset,
+/// it logs how to load data instead.
 pub(crate) fn load_samples_into_empty(data_dir: &Path) -> Result<()> {
     let klines_dir = data_dir.join(bst_ingest::layout::KLINES_DIR);
     let has_klines = std::fs::read_dir(&klines_dir)
@@ -140,14 +140,17 @@ pub(crate) fn load_samples_into_empty(data_dir: &Path) -> Result<()> {
     if has_klines && !interrupted {
         return Ok(());
     }
+
     let Some(datasets_dir) = samples::datasets_dir() else {
         tracing::info!(
             data_dir = %data_dir.display(),
-            "the dataset is empty; load klines with `bst ingest klines FILE...`, or set \
-             BST_DATASETS_DIR to a folder of sample data to import it at start-up"
+            interrupted,
+            "the dataset has no sample klines; load klines with `bst ingest klines FILE...`, \
+             or set BST_DATASETS_DIR to a folder of sample data to import it at start-up"
         );
         return Ok(());
     };
+
     let files = samples::sample_kline_files(&datasets_dir);
     tracing::info!(
         datasets_dir = %datasets_dir.display(),
@@ -157,6 +160,7 @@ pub(crate) fn load_samples_into_empty(data_dir: &Path) -> Result<()> {
     );
     std::fs::write(&marker, b"")
         .with_context(|| format!("failed to create {}", marker.display()))?;
+
     let mut total = WriteReport::default();
     for file in files {
         let Some((symbol, timeframe)) = csv_klines::series_from_file_name(&file) else {
@@ -172,6 +176,7 @@ pub(crate) fn load_samples_into_empty(data_dir: &Path) -> Result<()> {
         );
         total.merge(report);
     }
+
     std::fs::remove_file(&marker)
         .with_context(|| format!("failed to remove {}", marker.display()))?;
     tracing::info!(rows_written = total.rows_written, "sample import finished");

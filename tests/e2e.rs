@@ -398,7 +398,7 @@ fn server_rejects_bad_requests_with_named_fields() {
         .send()
         .unwrap();
     assert_detail_names(wrong_method, StatusCode::METHOD_NOT_ALLOWED, "DELETE");
-    // The server answers before reading the whole body and closes that connection, so the
+    // The server responds before reading the whole body and closes that connection, so the
     // oversized request goes through a client of its own.
     let oversized = Client::new()
         .post(server.url("/strategies"))

@@ -1,6 +1,6 @@
 //! Fill simulation: one pass over the signal columns of a backtest plan's output.
 //!
-//! The plan decides at each bar's close; this pass turns those decisions into fills at the
+//! The plan decides at each bar's close. This pass turns those decisions into fills at the
 //! next bar's open, books commission on both legs, and marks equity at every close. It is
 //! sequential because each entry is sized from the equity that earlier trades left.
 

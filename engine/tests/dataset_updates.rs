@@ -1,4 +1,4 @@
-//! An engine opened before an import sees the imported rows on its next query.
+//! An engine opened before an import reads the imported rows on its next query.
 
 use bst_engine::{Engine, SeriesKey};
 use bst_ingest::{Category, Kline, Timeframe, writer};

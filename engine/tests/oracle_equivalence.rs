@@ -16,7 +16,8 @@ const RELATIVE_TOLERANCE: f64 = 1e-9;
 const PARAMETER_PAIRS: [(usize, usize); 6] =
     [(5, 20), (10, 30), (12, 26), (20, 50), (50, 200), (3, 7)];
 
-/// A data directory with the BTCUSDT and ETHUSDT 1-minute samples, shared by the tests.
+/// Returns a data directory with the BTCUSDT and ETHUSDT 1-minute samples, shared by the
+/// tests.
 fn data_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {

@@ -1,7 +1,7 @@
 //! The indicator window functions against TA-Lib's values on real BTCUSDT 1-minute bars.
 //!
 //! `fixtures/talib_btcusdt_1m.json` was written by `fixtures/make_talib_fixture.py` with the
-//! `ta-lib` package from PyPI (the command is in that script). It holds TA-Lib's outputs only;
+//! `ta-lib` package from PyPI (the command is in that script). It contains TA-Lib's outputs only;
 //! the bars are read from the sample data.
 
 use bst_engine::indicators::Indicator;

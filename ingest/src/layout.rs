@@ -76,7 +76,7 @@ pub enum Timeframe {
 /// Bybit's minute intervals.
 const MINUTE_CODES: [u32; 10] = [1, 3, 5, 15, 30, 60, 120, 240, 360, 720];
 
-/// What `Timeframe::from_str` accepts, for error messages.
+/// Codes and aliases that `Timeframe::from_str` accepts, for error messages.
 pub const TIMEFRAME_CODES: &str = "1, 3, 5, 15, 30, 60, 120, 240, 360, 720, D, W, M \
      (or 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 12h, 1d, 1w, 1M)";
 
@@ -119,9 +119,9 @@ impl Timeframe {
         }
     }
 
-    /// Returns true when a bar of this timeframe can open at `open_time_ms`: minute and day
-    /// bars on multiples of their length since the Unix epoch, weeks on Monday 00:00 UTC and
-    /// months on the 1st at 00:00 UTC, as Bybit aligns them.
+    /// Returns true when a bar of this timeframe can open at `open_time_ms`, as Bybit aligns
+    /// bars. Minute and day bars open on multiples of their length since the Unix epoch,
+    /// weeks on Monday 00:00 UTC and months on the 1st at 00:00 UTC.
     pub fn is_aligned(self, open_time_ms: i64) -> bool {
         const FIRST_MONDAY_MS: i64 = 4 * 86_400_000;
         match self {

@@ -1,8 +1,9 @@
 //! An exclusive lock on a data directory, held while a process rewrites partitions.
 //!
-//! Writers in one process are serialized by a mutex; this file lock serializes writers in
-//! different processes, so two imports into one dataset merge one after the other instead of
-//! both reading the same partition and the later rename dropping the other's rows.
+//! A mutex serializes the writers of one process, and this file lock serializes writers in
+//! different processes. Two imports into one dataset therefore merge one after the other.
+//! Without it, both could read the same partition and the later rename would drop the
+//! other's rows.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use crate::{Error, Result};
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE_NAME: &str = ".write.lock";
 
-/// Holds the data directory's write lock until dropped; the operating system releases it
+/// The data directory's write lock, held until dropped. The operating system releases it
 /// when the process dies, so a killed import never leaves the dataset locked.
 #[derive(Debug)]
 pub struct DatasetLock {
