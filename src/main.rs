@@ -2,6 +2,7 @@
 
 mod bybit_cmd;
 mod ingest_cmd;
+mod plot_cmd;
 mod resample_cmd;
 mod trades_cmd;
 
@@ -10,7 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use bst_engine::{BacktestRequest, Engine, SeriesKey, StrategySpec, TimeRange};
+use bst_engine::orders::strategy_and_orders;
+use bst_engine::{BacktestRequest, Engine, SeriesKey, TimeRange};
 use bst_ingest::{Category, Timeframe};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -71,7 +73,8 @@ struct BacktestArgs {
     /// Strategy type.
     #[arg(long, default_value = "sma_crossover")]
     strategy: String,
-    /// Strategy parameters as a JSON object; missing ones take their defaults.
+    /// Strategy parameters and order options as a JSON object; missing ones take their
+    /// defaults. The order flags below override keys given here.
     #[arg(long, default_value = "{}")]
     params: String,
     /// First open time included (ISO 8601; without an offset it is UTC). Default: first bar.
@@ -86,9 +89,36 @@ struct BacktestArgs {
     /// Commission per leg as a fraction of notional (0.00055 is 0.055 %).
     #[arg(long, default_value_t = bst_engine::backtest::DEFAULT_COMMISSION)]
     commission: f64,
+    /// Leverage: notional over margin, from 1 to 100.
+    #[arg(long, default_value_t = 1.0)]
+    leverage: f64,
+    /// Positions the strategy takes: long, short or both. Default: long.
+    #[arg(long)]
+    direction: Option<String>,
+    /// Fraction of equity committed per entry, above 0 and up to 1. Default: 1.
+    #[arg(long)]
+    position_size: Option<f64>,
+    /// Stop-loss distance as a fraction of the entry price (0.02 is 2 %).
+    #[arg(long)]
+    stop_loss: Option<f64>,
+    /// Take-profit distance as a fraction of the entry price (0.05 is 5 %).
+    #[arg(long)]
+    take_profit: Option<f64>,
+    /// Fraction by which market fills are worse than the bar price. Default: 0.
+    #[arg(long)]
+    slippage: Option<f64>,
+    /// Funding per 8 hours as a fraction of notional, paid by longs when positive.
+    #[arg(long)]
+    funding_rate: Option<f64>,
+    /// Maintenance margin as a fraction of the entry notional. Default: 0.005.
+    #[arg(long)]
+    maintenance_margin_rate: Option<f64>,
     /// Print the metrics as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also write an SVG chart of the equity curve, its drawdown and the trades to this file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
     #[command(flatten)]
     data: DataDirArg,
 }
@@ -169,9 +199,27 @@ fn parse_time_flag(flag: &str, value: Option<&str>) -> Result<Option<i64>> {
 }
 
 async fn run_backtest(args: BacktestArgs) -> Result<()> {
-    let params: serde_json::Value = serde_json::from_str(&args.params)
+    let mut params: serde_json::Value = serde_json::from_str(&args.params)
         .with_context(|| format!("invalid --params {:?}: expected a JSON object", args.params))?;
-    let strategy = StrategySpec::from_params(&args.strategy, &params)?;
+    if let Some(object) = params.as_object_mut() {
+        let numbers = [
+            ("position_size", args.position_size),
+            ("stop_loss", args.stop_loss),
+            ("take_profit", args.take_profit),
+            ("slippage", args.slippage),
+            ("funding_rate", args.funding_rate),
+            ("maintenance_margin_rate", args.maintenance_margin_rate),
+        ];
+        for (key, value) in numbers {
+            if let Some(value) = value {
+                object.insert(key.to_string(), serde_json::json!(value));
+            }
+        }
+        if let Some(direction) = &args.direction {
+            object.insert("direction".to_string(), serde_json::json!(direction));
+        }
+    }
+    let (strategy, orders) = strategy_and_orders(&args.strategy, &params)?;
     let series = SeriesKey {
         category: args.category.parse::<Category>()?,
         symbol: args.symbol,
@@ -184,9 +232,24 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
     };
     request.initial_capital = args.initial_capital;
     request.commission = args.commission;
+    request.leverage = args.leverage;
+    request.orders = orders;
 
     let engine = Engine::open(&args.data.data_dir)?;
+    engine.check_strategy(&request.strategy)?;
     let report = engine.run_backtest(&request).await?;
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} timeframe {}, {}: return {:.2} %, max drawdown {:.2} %, {} trades",
+            request.series.symbol,
+            request.series.timeframe,
+            report.strategy_type,
+            report.metrics.total_return,
+            report.metrics.max_drawdown,
+            report.metrics.total_trades
+        );
+        plot_cmd::write_equity_svg(path, &report, &title)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.metrics)?);
         return Ok(());
@@ -201,19 +264,46 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
         request.series.category,
         request.series.symbol,
         request.series.timeframe,
-        request.strategy.params(),
+        report.params,
         bst_engine::dataset::iso_ms(report.data_start_ms),
         bst_engine::dataset::iso_ms(report.data_end_ms),
         report.bars
     );
-    println!("final capital    {:.4}", metrics.final_capital);
-    println!("total return     {:.4} %", metrics.total_return);
-    println!("trades           {}", metrics.total_trades);
-    println!("winning trades   {}", metrics.winning_trades);
-    println!("losing trades    {}", metrics.losing_trades);
-    println!("win rate         {}", optional(metrics.win_rate, " %"));
-    println!("max drawdown     {}", optional(metrics.max_drawdown, " %"));
-    println!("sharpe ratio     {}", optional(metrics.sharpe_ratio, ""));
+    let lines = [
+        ("final capital", format!("{:.4}", metrics.final_capital)),
+        ("total return", format!("{:.4} %", metrics.total_return)),
+        (
+            "buy and hold",
+            format!("{:.4} %", metrics.buy_and_hold_return),
+        ),
+        ("trades", metrics.total_trades.to_string()),
+        ("winning trades", metrics.winning_trades.to_string()),
+        ("losing trades", metrics.losing_trades.to_string()),
+        ("win rate", optional(metrics.win_rate, " %")),
+        ("max drawdown", format!("{:.4} %", metrics.max_drawdown)),
+        (
+            "max dd duration",
+            format!(
+                "{} bars, {} s",
+                metrics.max_drawdown_duration_bars, metrics.max_drawdown_duration_seconds
+            ),
+        ),
+        ("sharpe ratio", optional(metrics.sharpe_ratio, "")),
+        ("sortino ratio", optional(metrics.sortino_ratio, "")),
+        ("calmar ratio", optional(metrics.calmar_ratio, "")),
+        ("profit factor", optional(metrics.profit_factor, "")),
+        ("expectancy", optional(metrics.expectancy, "")),
+        ("avg trade", optional(metrics.avg_trade_pct, " %")),
+        ("largest win", optional(metrics.largest_win, "")),
+        ("largest loss", optional(metrics.largest_loss, "")),
+        ("exposure", format!("{:.4} %", metrics.exposure_pct)),
+        ("commission", format!("{:.4}", metrics.total_commission)),
+        ("funding", format!("{:.4}", metrics.total_funding)),
+        ("liquidations", metrics.liquidations.to_string()),
+    ];
+    for (label, value) in lines {
+        println!("{label:<17}{value}");
+    }
     Ok(())
 }
 

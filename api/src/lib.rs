@@ -3,7 +3,7 @@
 //! Handlers validate requests, read and write the DuckDB metadata store through
 //! [`bst_query::Store`] on the blocking pool, and read market data through the DataFusion
 //! [`bst_engine::Engine`]. `POST /backtests` stores a `queued` row and wakes a worker; a
-//! [`worker`] claims it atomically, runs the engine and stores metrics and trades. Every
+//! [`worker`] claims it atomically, runs the engine and stores metrics, trades and the equity curve. Every
 //! error leaves as `{"detail": "..."}` with a 4xx status for bad input; internal failures are
 //! logged once and reported without detail.
 
@@ -35,6 +35,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/backtests/{id}", get(routes::backtests::get))
         .route("/backtests/{id}/trades", get(routes::backtests::trades))
+        .route("/backtests/{id}/equity", get(routes::equity::equity))
+        .route(
+            "/backtests/{id}/equity.svg",
+            get(routes::equity::equity_chart),
+        )
         .route("/marketdata/bybit/klines", get(routes::marketdata::klines))
         .fallback(not_found);
     Router::new()

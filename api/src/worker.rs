@@ -1,11 +1,12 @@
-//! In-process backtest workers: claim a queued backtest, run it, store the outcome.
+//! In-process backtest workers: claim a queued backtest, run it, store the outcome, trades and
+//! equity curve.
 
 use std::time::Duration;
 
 use bst_engine::{BacktestReport, BacktestRequest, SeriesKey, TimeRange};
 use bst_ingest::layout::utc_from_ms;
 use bst_ingest::{Category, Timeframe};
-use bst_query::{Backtest, BacktestOutcome, NewTrade};
+use bst_query::{Backtest, BacktestOutcome, EquityPoint, NewTrade};
 use chrono::Utc;
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
@@ -55,15 +56,19 @@ async fn run_claimed(state: &AppState, worker: usize, backtest: Backtest) {
     let stored = match result {
         Ok(report) => {
             let (outcome, trades) = outcome_of(&report);
+            let equity = equity_of(&report);
             tracing::info!(
                 worker,
                 backtest_id = id,
                 trades = trades.len(),
+                equity_points = equity.len(),
                 final_capital = report.metrics.final_capital,
                 "backtest completed"
             );
             state
-                .with_store(move |store| store.complete_backtest(id, &outcome, &trades, now))
+                .with_store(move |store| {
+                    store.complete_backtest(id, &outcome, &trades, &equity, now)
+                })
                 .await
         }
         Err(error) => {
@@ -94,14 +99,16 @@ async fn run_backtest(state: &AppState, backtest: &Backtest) -> Result<BacktestR
         .timeframe
         .parse()
         .map_err(|error: bst_ingest::Error| ApiError::unprocessable(error.to_string()))?;
+    let (strategy_spec, orders) = resolve_strategy(&strategy, &overrides)?;
     let mut request = BacktestRequest::new(
         SeriesKey {
             category: Category::Linear,
             symbol: backtest.symbol.clone(),
             timeframe,
         },
-        resolve_strategy(&strategy, &overrides)?,
+        strategy_spec,
     );
+    request.orders = orders;
     request.range = TimeRange {
         start_ms: Some(backtest.start_date.timestamp_millis()),
         end_ms: Some(backtest.end_date.timestamp_millis()),
@@ -110,6 +117,28 @@ async fn run_backtest(state: &AppState, backtest: &Backtest) -> Result<BacktestR
     request.commission = backtest.commission;
     request.leverage = backtest.leverage;
     Ok(state.engine.run_backtest(&request).await?)
+}
+
+/// Returns the metrics beyond the flat columns, and the bar count, as one JSON object.
+fn extended_metrics(report: &BacktestReport) -> Value {
+    let mut object = serde_json::to_value(&report.metrics)
+        .ok()
+        .and_then(|value| value.as_object().cloned())
+        .unwrap_or_default();
+    for flat in [
+        "final_capital",
+        "total_return",
+        "total_trades",
+        "winning_trades",
+        "losing_trades",
+        "win_rate",
+        "sharpe_ratio",
+        "max_drawdown",
+    ] {
+        object.remove(flat);
+    }
+    object.insert("bars".to_string(), Value::from(report.bars));
+    Value::Object(object)
 }
 
 /// Converts an engine report into the rows the store keeps.
@@ -123,8 +152,8 @@ fn outcome_of(report: &BacktestReport) -> (BacktestOutcome, Vec<NewTrade>) {
         losing_trades: metrics.losing_trades as i64,
         win_rate: metrics.win_rate,
         sharpe_ratio: metrics.sharpe_ratio,
-        max_drawdown: metrics.max_drawdown,
-        metrics: serde_json::json!({ "bars": report.bars }),
+        max_drawdown: Some(metrics.max_drawdown),
+        metrics: extended_metrics(report),
         params: report.params.clone(),
         engine_version: report.engine_version.to_string(),
         data_start: Some(utc_from_ms(report.data_start_ms)),
@@ -147,4 +176,17 @@ fn outcome_of(report: &BacktestReport) -> (BacktestOutcome, Vec<NewTrade>) {
         })
         .collect();
     (outcome, trades)
+}
+
+/// Converts an engine report's equity curve into the points the store keeps.
+fn equity_of(report: &BacktestReport) -> Vec<EquityPoint> {
+    report
+        .equity
+        .iter()
+        .map(|point| EquityPoint {
+            open_time: utc_from_ms(point.open_time_ms),
+            equity: point.equity,
+            drawdown: point.drawdown,
+        })
+        .collect()
 }

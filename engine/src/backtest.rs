@@ -13,10 +13,13 @@ use serde::Serialize;
 
 use crate::dataset::{self, SeriesKey, TimeRange};
 use crate::indicators::{Indicator, IndicatorFunction};
-use crate::metrics::{Metrics, compute_metrics};
-use crate::simulate::{SignalColumns, SimulationConfig, TradeRecord, simulate_long_only};
-use crate::strategy::StrategySpec;
-use crate::{ENGINE_VERSION, Error, Result};
+use crate::metrics::{MetricInputs, Metrics, compute_metrics, drawdown_curve};
+use crate::orders::OrderOptions;
+use crate::simulate::{
+    Direction, SignalColumns, SignalMode, SimulationConfig, TradeRecord, simulate,
+};
+use crate::strategy::{Conditions, StrategySpec};
+use crate::{ENGINE_VERSION, Error, Result, expression};
 
 /// Default commission per leg: Bybit's taker rate.
 pub const DEFAULT_COMMISSION: f64 = 0.00055;
@@ -52,9 +55,13 @@ pub struct BacktestRequest {
     pub initial_capital: f64,
     /// Commission as a fraction of notional per leg.
     pub commission: f64,
-    /// Leverage; only 1 is supported until liquidation is modelled.
+    /// Leverage: notional over margin, from 1 to [`MAX_LEVERAGE`].
     pub leverage: f64,
+    pub orders: OrderOptions,
 }
+
+/// Largest accepted leverage.
+pub const MAX_LEVERAGE: f64 = 100.0;
 
 impl BacktestRequest {
     /// Creates a request over all stored data with the default account settings.
@@ -66,6 +73,7 @@ impl BacktestRequest {
             initial_capital: DEFAULT_INITIAL_CAPITAL,
             commission: DEFAULT_COMMISSION,
             leverage: 1.0,
+            orders: OrderOptions::default(),
         }
     }
 
@@ -92,15 +100,69 @@ impl BacktestRequest {
                 ),
             ));
         }
-        // NOTE: leverage above 1 needs liquidation, which the engine does not model yet.
-        if self.leverage != 1.0 {
+        if !(self.leverage.is_finite() && (1.0..=MAX_LEVERAGE).contains(&self.leverage)) {
             return Err(invalid(
                 "leverage",
-                format!("only 1 is supported for now, got {}", self.leverage),
+                format!("must be from 1 to {MAX_LEVERAGE}, got {}", self.leverage),
             ));
+        }
+        let rate = self.orders.maintenance_margin_rate;
+        if self.leverage > 1.0 && rate >= 1.0 / self.leverage {
+            return Err(invalid(
+                "maintenance_margin_rate",
+                format!(
+                    "must be below 1 / leverage ({}) so that a new position is not liquidated \
+                     at once, got {rate}",
+                    1.0 / self.leverage
+                ),
+            ));
+        }
+        if let StrategySpec::Expression(conditions) = &self.strategy {
+            check_entries(conditions, self.orders.direction)?;
         }
         Ok(())
     }
+
+    /// Returns the simulation settings of the request.
+    pub fn simulation_config(&self) -> SimulationConfig {
+        SimulationConfig {
+            initial_capital: self.initial_capital,
+            commission: self.commission,
+            position_size: self.orders.position_size,
+            leverage: self.leverage,
+            maintenance_margin_rate: self.orders.maintenance_margin_rate,
+            direction: self.orders.direction,
+            stop_loss: self.orders.stop_loss,
+            take_profit: self.orders.take_profit,
+            slippage: self.orders.slippage,
+            funding_rate: self.orders.funding_rate,
+        }
+    }
+}
+
+/// Checks that an expression strategy has the entry conditions its direction uses.
+fn check_entries(conditions: &Conditions, direction: Direction) -> Result<()> {
+    let needs_long = direction != Direction::Short;
+    let needs_short = direction != Direction::Long;
+    if needs_long && conditions.entry_long.is_none() {
+        return Err(invalid(
+            "entry_long",
+            format!(
+                "direction {} needs an entry_long condition",
+                direction.as_str()
+            ),
+        ));
+    }
+    if needs_short && conditions.entry_short.is_none() {
+        return Err(invalid(
+            "entry_short",
+            format!(
+                "direction {} needs an entry_short condition",
+                direction.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(name: &str, message: String) -> Error {
@@ -110,11 +172,13 @@ fn invalid(name: &str, message: String) -> Error {
     }
 }
 
-/// The equity at one bar's close.
+/// The equity at one bar's close and its fall below the running peak.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct EquityPoint {
     pub open_time_ms: i64,
     pub equity: f64,
+    /// Percent below the largest equity up to this bar.
+    pub drawdown: f64,
 }
 
 /// Result of a backtest: metrics, trades, the equity curve and what was run on which data.
@@ -130,24 +194,32 @@ pub struct BacktestReport {
     /// Open time of the last bar in the range.
     pub data_end_ms: i64,
     pub strategy_type: &'static str,
-    /// Resolved strategy parameters, defaults included.
+    /// Resolved strategy parameters and order options, defaults included.
     pub params: serde_json::Value,
     pub engine_version: &'static str,
 }
 
-/// Builds the signal plan of a request: the series in the range with `long_signal` and
-/// `short_signal` columns computed by window functions ordered by `open_time`.
+/// Builds the signal plan of a request: the series in the range with window-function columns
+/// ordered by `open_time`. Built-in strategies add `long_signal` and `short_signal`;
+/// expression strategies add one column per given condition, named after it.
 ///
 /// # Errors
 ///
-/// DataFusion planning errors.
+/// [`Error::InvalidParameter`] naming a condition that does not plan, and DataFusion
+/// planning errors.
 pub async fn signal_plan(
     ctx: &SessionContext,
     data_dir: &Path,
     request: &BacktestRequest,
 ) -> Result<DataFrame> {
     let bars = dataset::bars_frame(ctx, data_dir, &request.series, &request.range).await?;
-    signal_rule(&request.strategy)?.plan(bars)
+    match &request.strategy {
+        StrategySpec::Expression(conditions) => {
+            let plan = expression::plan_conditions(ctx, bars, &conditions.present())?;
+            Ok(plan.sort(vec![col("open_time").sort(true, false)])?)
+        }
+        strategy => signal_rule(strategy)?.plan(bars),
+    }
 }
 
 fn period_literal(period: usize) -> Expr {
@@ -242,6 +314,11 @@ fn signal_rule(strategy: &StrategySpec) -> Result<SignalRule> {
                 short: (col("macd"), col("macd_signal")),
             }
         }
+        StrategySpec::Expression(_) => {
+            return Err(Error::Internal(
+                "expression strategies are planned by the expression module".to_string(),
+            ));
+        }
         StrategySpec::BollingerBands { period, std_dev } => {
             let parameters = || vec![period_literal(period), lit(std_dev)];
             SignalRule {
@@ -267,7 +344,16 @@ impl SignalRule {
     /// Adds `long_signal` and `short_signal` columns to the bars: each crossing needs both
     /// operands on this bar and on the previous one.
     fn plan(self, bars: DataFrame) -> Result<DataFrame> {
-        let mut columns = vec![col("open_time"), col("open"), col("close")];
+        let bar_columns = || {
+            vec![
+                col("open_time"),
+                col("open"),
+                col("high"),
+                col("low"),
+                col("close"),
+            ]
+        };
+        let mut columns = bar_columns();
         columns.extend(
             self.indicators
                 .into_iter()
@@ -276,7 +362,7 @@ impl SignalRule {
         let with_indicators = bars.select(columns)?;
 
         let operands = [self.long.0, self.long.1, self.short.0, self.short.1];
-        let mut columns = vec![col("open_time"), col("open"), col("close")];
+        let mut columns = bar_columns();
         for (index, operand) in operands.iter().enumerate() {
             columns.push(operand.clone().alias(format!("now_{index}")));
             columns.push(
@@ -289,14 +375,11 @@ impl SignalRule {
         let before = |index: usize| col(format!("before_{index}"));
         let crosses_above = now(0).gt(now(1)).and(before(0).lt_eq(before(1)));
         let crosses_below = now(2).lt(now(3)).and(before(2).gt_eq(before(3)));
+        let mut columns = bar_columns();
+        columns.push(crosses_above.is_true().alias("long_signal"));
+        columns.push(crosses_below.is_true().alias("short_signal"));
         Ok(with_previous
-            .select(vec![
-                col("open_time"),
-                col("open"),
-                col("close"),
-                crosses_above.is_true().alias("long_signal"),
-                crosses_below.is_true().alias("short_signal"),
-            ])?
+            .select(columns)?
             .sort(vec![col("open_time").sort(true, false)])?)
     }
 }
@@ -322,39 +405,51 @@ pub async fn run_backtest(
         return Err(dataset::no_data(&request.series, &request.range));
     }
 
-    let columns = SignalArrays::try_from_batch(&signals)?;
-    let config = SimulationConfig {
-        initial_capital: request.initial_capital,
-        commission: request.commission,
-        position_size: 1.0,
-        leverage: request.leverage,
+    let mode = match request.strategy {
+        StrategySpec::Expression(_) => SignalMode::Levels,
+        _ => SignalMode::Crossings,
     };
-    let simulation = simulate_long_only(columns.as_columns(), &config);
+    let columns = SignalArrays::try_from_batch(&signals, mode)?;
+    let simulation = simulate(columns.as_columns(), &request.simulation_config());
+    let bar_count = columns.open_time_ms.len();
     let metrics = compute_metrics(
-        request.initial_capital,
-        &simulation.trades,
-        &simulation.equity,
-        request.series.timeframe.bars_per_year(),
+        &MetricInputs {
+            initial_capital: request.initial_capital,
+            bars_per_year: request.series.timeframe.bars_per_year(),
+            open_time_ms: &columns.open_time_ms,
+            first_open: columns.open[0],
+            last_close: columns.close[bar_count - 1],
+        },
+        &simulation,
     );
 
-    let open_times = columns.open_time_ms;
-    let equity = open_times
+    let drawdown = drawdown_curve(&simulation.equity);
+    let equity = columns
+        .open_time_ms
         .iter()
         .zip(&simulation.equity)
-        .map(|(&open_time_ms, &equity)| EquityPoint {
+        .zip(drawdown)
+        .map(|((&open_time_ms, &equity), drawdown)| EquityPoint {
             open_time_ms,
             equity,
+            drawdown,
         })
         .collect();
+    let mut params = request.strategy.params();
+    if let (Some(params), serde_json::Value::Object(orders)) =
+        (params.as_object_mut(), request.orders.to_json())
+    {
+        params.extend(orders);
+    }
     Ok(BacktestReport {
         metrics,
         trades: simulation.trades,
         equity,
-        bars: open_times.len(),
-        data_start_ms: open_times[0],
-        data_end_ms: open_times[open_times.len() - 1],
+        bars: bar_count,
+        data_start_ms: columns.open_time_ms[0],
+        data_end_ms: columns.open_time_ms[bar_count - 1],
         strategy_type: request.strategy.strategy_type(),
-        params: request.strategy.params(),
+        params,
         engine_version: ENGINE_VERSION,
     })
 }
@@ -363,13 +458,18 @@ pub async fn run_backtest(
 struct SignalArrays {
     open_time_ms: Vec<i64>,
     open: Vec<f64>,
+    high: Vec<f64>,
+    low: Vec<f64>,
     close: Vec<f64>,
-    long_signal: Vec<bool>,
-    short_signal: Vec<bool>,
+    mode: SignalMode,
+    entry_long: Vec<bool>,
+    exit_long: Vec<bool>,
+    entry_short: Vec<bool>,
+    exit_short: Vec<bool>,
 }
 
 impl SignalArrays {
-    fn try_from_batch(batch: &RecordBatch) -> Result<Self> {
+    fn try_from_batch(batch: &RecordBatch, mode: SignalMode) -> Result<Self> {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
@@ -379,19 +479,32 @@ impl SignalArrays {
             let array: &Float64Array = column(name)?.as_primitive::<Float64Type>();
             Ok(array.values().to_vec())
         };
-        let flags = |name: &str| -> Result<Vec<bool>> {
-            let array: &BooleanArray = column(name)?.as_boolean();
-            Ok((0..array.len())
+        // A condition the strategy does not give is false on every bar.
+        let flags = |name: &str| -> Vec<bool> {
+            let Some(array) = batch.column_by_name(name) else {
+                return vec![false; batch.num_rows()];
+            };
+            let array: &BooleanArray = array.as_boolean();
+            (0..array.len())
                 .map(|row| array.is_valid(row) && array.value(row))
-                .collect())
+                .collect()
         };
         let open_time = column("open_time")?.as_primitive::<TimestampMillisecondType>();
+        let (entry_long, entry_short) = match mode {
+            SignalMode::Crossings => (flags("long_signal"), flags("short_signal")),
+            SignalMode::Levels => (flags("entry_long"), flags("entry_short")),
+        };
         Ok(Self {
             open_time_ms: open_time.values().to_vec(),
             open: floats("open")?,
+            high: floats("high")?,
+            low: floats("low")?,
             close: floats("close")?,
-            long_signal: flags("long_signal")?,
-            short_signal: flags("short_signal")?,
+            mode,
+            entry_long,
+            exit_long: flags("exit_long"),
+            entry_short,
+            exit_short: flags("exit_short"),
         })
     }
 
@@ -399,9 +512,14 @@ impl SignalArrays {
         SignalColumns {
             open_time_ms: &self.open_time_ms,
             open: &self.open,
+            high: &self.high,
+            low: &self.low,
             close: &self.close,
-            long_signal: &self.long_signal,
-            short_signal: &self.short_signal,
+            mode: self.mode,
+            entry_long: &self.entry_long,
+            exit_long: &self.exit_long,
+            entry_short: &self.entry_short,
+            exit_short: &self.exit_short,
         }
     }
 }

@@ -12,9 +12,12 @@ pub mod backtest;
 pub mod dataset;
 pub mod error;
 pub mod exact_sum;
+pub mod expression;
 pub mod indicators;
 pub mod metrics;
 pub mod oracle;
+pub mod orders;
+pub mod plot;
 pub mod resample;
 pub mod simulate;
 pub mod strategy;
@@ -98,6 +101,21 @@ impl Engine {
     /// Validation errors of the request, [`Error::NoData`], and DataFusion errors.
     pub async fn run_backtest(&self, request: &BacktestRequest) -> Result<BacktestReport> {
         backtest::run_backtest(&self.ctx, &self.data_dir, request).await
+    }
+
+    /// Checks what [`StrategySpec::from_params`] cannot: that an expression strategy's
+    /// conditions plan over the kline columns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] naming the invalid condition.
+    pub fn check_strategy(&self, strategy: &StrategySpec) -> Result<()> {
+        match strategy {
+            StrategySpec::Expression(conditions) => {
+                expression::check_conditions(&self.ctx, &conditions.present())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Returns the first and last open time and row count of a series in a range.

@@ -1,22 +1,80 @@
-//! Plain-loop reference backtester for the long-only SMA crossover strategy.
+//! Plain-loop reference backtesters that tests compare the DataFusion engine against.
 //!
-//! Tests compare the DataFusion engine against this module, so it shares no code with the
-//! engine. It uses straight loops that step through the bars in order, and every moving average
-//! is the plain mean of its window.
+//! The module shares no code with the engine. It uses straight loops that step through the
+//! bars in order, and every moving average is the plain mean of its window. It has two entry
+//! points:
 //!
-//! Rules:
+//! - [`sma_crossover`] and [`long_only`]: long-only trading on edge signals, with commission,
+//!   position size and leverage but without stops, slippage or funding.
+//! - [`backtest`]: every rule of a `bst` backtest, for both signal kinds ([`OracleSignals`]),
+//!   all three directions and every order option ([`OracleOrders`]), with the full metrics
+//!   table ([`OracleMetrics`]).
+//!
+//! Rules shared by both:
 //! - A decision at bar `t` uses data up to the close of `t`, and its order fills at the open of
 //!   bar `t + 1`. A signal on the last bar therefore never trades.
-//! - While flat, a cross of the fast SMA above the slow SMA enters long. While long, a cross
-//!   below exits. After an exit the strategy waits for the next cross above.
 //! - Commission is a fraction of notional, charged on the entry and on the exit.
 //! - A position still open after the last bar is closed at that bar's close.
+//!
+//! # How [`backtest`] reads the rules where they leave room
+//!
+//! - The order within one bar is: funding, the fill of the order decided at the previous
+//!   close, the level checks, the mark to market at the close, then the decision for the next
+//!   bar. A position filled at a bar's open has its levels checked on that same bar, against
+//!   the bar's open, low and high. With slippage the entry price lies beyond the open, so a
+//!   tight stop or liquidation level can already be passed by that open, and the position then
+//!   exits at the open of its fill bar.
+//! - An adverse exit at the open is priced at the open, worsened by slippage when its reason
+//!   is `stop_loss` and not when it is `liquidation`. An adverse exit inside the bar is priced
+//!   at the level, again with slippage for a stop-loss only.
+//! - Zero equity or less blocks an entry when the order fills, including the second leg of a
+//!   `both` reversal, which then only closes the open position.
+//! - For expression strategies with direction `both`, an entry "counts" when it is true and
+//!   its own side's exit is false. When both entries count on a flat bar, neither enters.
+//!   When only one counts, that side enters even if the other side's exit is true.
+//! - Funding for each held bar is `count * funding_rate * quantity * open`, where `count` is
+//!   the number of multiples of 8 hours in `(previous bar open time, this bar open time]`.
+//!   A long adds each payment to the trade's `funding` and a short subtracts it, so
+//!   `funding` is positive when paid.
+//! - A bar on which a signal exit or a level closes the position, and no reversal opens a
+//!   new one, does not count toward `exposure_pct`, because its close finds no position.
+//! - `sharpe_ratio`, `sortino_ratio` and `calmar_ratio` are null when any equity value of
+//!   the curve is zero or below, and also when their value is not finite (for example, an
+//!   annualized return that overflows for a short series of small bars).
+//! - `calmar_ratio` annualizes with `bars` = the number of bars in the curve (not the number
+//!   of returns).
+//! - A drawdown run starts at the last bar whose equity is at or above the running peak
+//!   before the curve falls below it. It ends at the first later bar at or above that peak,
+//!   or at the last bar if none recovers. Its length in bars is the difference of the two
+//!   bar indexes, and in seconds the difference of their open times divided by 1000
+//!   (integer division). A curve that only stays level or rises has no run, so both
+//!   durations are 0.
+//! - The drawdown curve divides by the running peak, which is at least the initial capital
+//!   because no position is open at the close of the first bar.
+//! - Sums over trades and over bars add plainly, in trade and bar order.
+//! - [`backtest`] rejects an empty bar slice, because `buy_and_hold_return` needs a first open
+//!   and a last close.
 
-/// Exit reason of a trade closed by a cross of the fast SMA below the slow SMA.
+/// Exit reason of a trade closed by the strategy's signal at a bar's open.
 pub const EXIT_REASON_SIGNAL: &str = "signal";
 
 /// Exit reason of a trade closed at the last bar's close because the data ended.
 pub const EXIT_REASON_END_OF_DATA: &str = "end_of_data";
+
+/// Exit reason of a trade closed at its stop-loss level or at an open beyond it.
+pub const EXIT_REASON_STOP_LOSS: &str = "stop_loss";
+
+/// Exit reason of a trade closed at its take-profit level or at an open beyond it.
+pub const EXIT_REASON_TAKE_PROFIT: &str = "take_profit";
+
+/// Exit reason of a leveraged trade closed at its liquidation price or at an open beyond it.
+pub const EXIT_REASON_LIQUIDATION: &str = "liquidation";
+
+/// Side of a trade that bought first and sold to close.
+pub const SIDE_LONG: &str = "long";
+
+/// Side of a trade that sold first and bought to close.
+pub const SIDE_SHORT: &str = "short";
 
 /// One OHLC bar of the backtest range.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,24 +114,33 @@ impl Default for OracleConfig {
     }
 }
 
-/// One closed long trade.
+/// One closed trade.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OracleTrade {
+    /// [`SIDE_LONG`] or [`SIDE_SHORT`].
+    pub side: &'static str,
     /// Open time of the bar whose open filled the entry.
     pub entry_time_ms: i64,
-    /// Open time of the bar whose open filled the exit, or of the last bar for an end-of-data
+    /// Open time of the bar in which the exit filled, or of the last bar for an end-of-data
     /// exit.
     pub exit_time_ms: i64,
+    /// Entry fill price, slippage included.
     pub entry_price: f64,
+    /// Exit fill price, slippage included.
     pub exit_price: f64,
     pub quantity: f64,
-    /// Price difference times quantity, minus the entry and exit fees.
+    /// Gross profit minus the entry and exit fees and the funding paid.
     pub pnl: f64,
-    /// Profit or loss as a percentage of the margin committed at entry.
+    /// Profit or loss as a percentage of the equity committed at entry
+    /// (`equity * position_size`).
     pub pnl_pct: f64,
     /// Sum of the entry and exit fees.
     pub commission: f64,
-    /// [`EXIT_REASON_SIGNAL`] or [`EXIT_REASON_END_OF_DATA`].
+    /// Funding paid while the position was open, negative when received. Always 0 in the
+    /// results of [`long_only`] and [`sma_crossover`].
+    pub funding: f64,
+    /// One of the `EXIT_REASON_*` constants. [`long_only`] and [`sma_crossover`] use only
+    /// [`EXIT_REASON_SIGNAL`] and [`EXIT_REASON_END_OF_DATA`].
     pub exit_reason: &'static str,
 }
 
@@ -431,6 +498,7 @@ fn close_position(
     let pnl = open.quantity * (exit_price - open.entry_price) - open.entry_fee - exit_fee;
     let committed_margin = open.equity_at_entry * config.position_size;
     OracleTrade {
+        side: SIDE_LONG,
         entry_time_ms: open.entry_time_ms,
         exit_time_ms,
         entry_price: open.entry_price,
@@ -439,6 +507,7 @@ fn close_position(
         pnl,
         pnl_pct: pnl / committed_margin * 100.0,
         commission: open.entry_fee + exit_fee,
+        funding: 0.0,
         exit_reason,
     }
 }
@@ -476,6 +545,940 @@ fn summarize(
         final_capital,
         trades,
         equity,
+    }
+}
+
+/// Funding instants are the multiples of 8 hours since the Unix epoch.
+const FUNDING_INTERVAL_MS: i64 = 8 * 60 * 60 * 1000;
+
+/// Positions a [`backtest`] may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OracleDirection {
+    /// Long positions only.
+    #[default]
+    Long,
+    /// Short positions only.
+    Short,
+    /// Long and short positions.
+    Both,
+}
+
+impl OracleDirection {
+    fn allows(self, side: Side) -> bool {
+        match self {
+            Self::Long => side == Side::Long,
+            Self::Short => side == Side::Short,
+            Self::Both => true,
+        }
+    }
+}
+
+/// Per-bar decisions of a strategy, each taken at the bar's close.
+///
+/// Every vector has one value per bar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OracleSignals {
+    /// Edge-triggered `long` and `short` signals of a built-in strategy. A bar with both true
+    /// counts as a bar with neither.
+    Crossings { long: Vec<bool>, short: Vec<bool> },
+    /// Level-triggered conditions of an expression strategy, false where the expression is
+    /// absent or null.
+    Levels {
+        entry_long: Vec<bool>,
+        exit_long: Vec<bool>,
+        entry_short: Vec<bool>,
+        exit_short: Vec<bool>,
+    },
+}
+
+/// Order options of a [`backtest`] beyond the account settings of [`OracleConfig`].
+///
+/// Every fraction is a plain fraction, so 0.05 is 5 %.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OracleOrders {
+    pub direction: OracleDirection,
+    /// Stop-loss distance as a fraction of the entry price, above 0 and below 1.
+    pub stop_loss: Option<f64>,
+    /// Take-profit distance as a fraction of the entry price, above 0 and up to 100.
+    pub take_profit: Option<f64>,
+    /// Fraction that worsens entries, signal exits, stop-loss exits and end-of-data exits,
+    /// from 0 to below 0.1.
+    pub slippage: f64,
+    /// Funding per 8 hours as a fraction of notional, from -0.05 to 0.05.
+    pub funding_rate: Option<f64>,
+    /// Maintenance margin as a fraction of entry notional, from 0 to below `1 / leverage`.
+    pub maintenance_margin_rate: f64,
+}
+
+impl Default for OracleOrders {
+    fn default() -> Self {
+        Self {
+            direction: OracleDirection::Long,
+            stop_loss: None,
+            take_profit: None,
+            slippage: 0.0,
+            funding_rate: None,
+            maintenance_margin_rate: 0.005,
+        }
+    }
+}
+
+/// Summary metrics of one [`backtest`], named as in the stored results.
+///
+/// Percentages are in percent (5.0 is 5 %) and money is in quote currency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OracleMetrics {
+    /// Cash after the last trade.
+    pub final_capital: f64,
+    /// `(final_capital / initial_capital - 1) * 100`.
+    pub total_return: f64,
+    pub total_trades: usize,
+    /// Number of trades with a pnl above 0.
+    pub winning_trades: usize,
+    /// Number of trades with a pnl below 0.
+    pub losing_trades: usize,
+    /// Winning trades in percent of all trades, `None` without trades.
+    pub win_rate: Option<f64>,
+    /// Mean over sample standard deviation of the per-bar returns, times
+    /// `sqrt(bars_per_year)`.
+    pub sharpe_ratio: Option<f64>,
+    /// Mean of the per-bar returns over their downside deviation, times `sqrt(bars_per_year)`.
+    pub sortino_ratio: Option<f64>,
+    /// Annualized return over `max_drawdown / 100`.
+    pub calmar_ratio: Option<f64>,
+    /// Largest value of the drawdown curve, in percent.
+    pub max_drawdown: f64,
+    /// Bars of the longest drawdown run.
+    pub max_drawdown_duration_bars: usize,
+    /// Seconds of open time of the longest drawdown run.
+    pub max_drawdown_duration_seconds: i64,
+    /// Sum of positive pnl over minus the sum of negative pnl, `None` without a losing trade.
+    pub profit_factor: Option<f64>,
+    /// Mean pnl per trade, `None` without trades.
+    pub expectancy: Option<f64>,
+    /// Mean `pnl_pct` per trade, `None` without trades.
+    pub avg_trade_pct: Option<f64>,
+    /// Largest positive pnl, `None` without a winning trade.
+    pub largest_win: Option<f64>,
+    /// Most negative pnl, `None` without a losing trade.
+    pub largest_loss: Option<f64>,
+    /// Bars whose close finds a position open, in percent of all bars.
+    pub exposure_pct: f64,
+    /// `(last close / first open - 1) * 100`.
+    pub buy_and_hold_return: f64,
+    /// Sum of trade commission.
+    pub total_commission: f64,
+    /// Sum of trade funding, positive when paid.
+    pub total_funding: f64,
+    /// Number of trades with exit reason [`EXIT_REASON_LIQUIDATION`].
+    pub liquidations: usize,
+}
+
+/// Trades, per-bar curves and metrics of one [`backtest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OracleReport {
+    pub trades: Vec<OracleTrade>,
+    /// Equity at each bar's close. The last value is the final capital.
+    pub equity: Vec<f64>,
+    /// `(peak - equity) / peak * 100` at each bar, with `peak` the largest equity so far.
+    pub drawdown: Vec<f64>,
+    pub metrics: OracleMetrics,
+}
+
+/// Runs a backtest of per-bar `signals` over `bars` with every rule of a `bst` backtest:
+/// direction, sizing, slippage, commission, stop-loss, take-profit, liquidation, funding,
+/// the end-of-data exit and the full metrics table.
+///
+/// The module documentation lists how this function reads the rules where they leave room.
+///
+/// # Panics
+///
+/// Panics if any of these holds:
+/// - `bars` is empty, or a signal vector is not as long as `bars`;
+/// - an account or order option is outside its documented range (see [`validate_orders`]);
+/// - the bar open times are not strictly ascending;
+/// - a price is not a positive finite number.
+pub fn backtest(
+    bars: &[OracleBar],
+    signals: &OracleSignals,
+    config: &OracleConfig,
+    orders: &OracleOrders,
+) -> OracleReport {
+    assert!(!bars.is_empty(), "a backtest needs at least one bar, got 0");
+    validate_signals(signals, bars.len());
+    validate_config(config);
+    validate_orders(config, orders);
+    validate_bars(bars);
+    validate_highs_and_lows(bars);
+
+    // `cash` is the equity after every closed trade. It does not change while a position is
+    // open, so it is also the equity the open position was sized from.
+    let mut cash = config.initial_capital;
+    let mut position: Option<Position> = None;
+    let mut pending_order: Option<PendingOrder> = None;
+    let mut trades = Vec::new();
+    let mut equity = Vec::with_capacity(bars.len());
+    let mut bars_with_position = 0_usize;
+
+    for (t, bar) in bars.iter().enumerate() {
+        // 1. Funding, settled at the open before any fill of this bar.
+        if let (Some(rate), Some(open_position), Some(previous_bar)) = (
+            orders.funding_rate,
+            position.as_mut(),
+            t.checked_sub(1).map(|index| &bars[index]),
+        ) {
+            let instants = funding_instants(previous_bar.open_time_ms, bar.open_time_ms);
+            let payment = instants as f64 * rate * open_position.quantity * bar.open;
+            match open_position.side {
+                Side::Long => open_position.funding += payment,
+                Side::Short => open_position.funding -= payment,
+            }
+        }
+
+        // 2. The order decided at the previous close fills at this open.
+        match pending_order.take() {
+            Some(PendingOrder::Enter(side)) => {
+                position = enter_position(side, cash, bar, config, orders);
+            }
+            Some(PendingOrder::Exit) => {
+                let open_position = position
+                    .take()
+                    .expect("an exit order is only placed while a position is open");
+                let price = market_exit_price(open_position.side, bar.open, orders.slippage);
+                let trade = close_trade(
+                    &open_position,
+                    bar.open_time_ms,
+                    price,
+                    EXIT_REASON_SIGNAL,
+                    config,
+                );
+                cash += trade.pnl;
+                trades.push(trade);
+            }
+            Some(PendingOrder::Reverse(side)) => {
+                let open_position = position
+                    .take()
+                    .expect("a reversal is only placed while a position is open");
+                let price = market_exit_price(open_position.side, bar.open, orders.slippage);
+                let trade = close_trade(
+                    &open_position,
+                    bar.open_time_ms,
+                    price,
+                    EXIT_REASON_SIGNAL,
+                    config,
+                );
+                cash += trade.pnl;
+                trades.push(trade);
+                position = enter_position(side, cash, bar, config, orders);
+            }
+            None => {}
+        }
+
+        // 3. Stop-loss, take-profit and liquidation, from the fill bar on.
+        if let Some(open_position) = &position
+            && let Some((price, reason)) = check_levels(open_position, bar, orders.slippage)
+        {
+            let trade = close_trade(open_position, bar.open_time_ms, price, reason, config);
+            cash += trade.pnl;
+            trades.push(trade);
+            position = None;
+        }
+
+        // 4. Mark to market at the close.
+        let value_at_close = match &position {
+            None => cash,
+            Some(open_position) => {
+                bars_with_position += 1;
+                let gross = gross_pnl(
+                    open_position.side,
+                    open_position.quantity,
+                    open_position.entry_price,
+                    bar.close,
+                );
+                open_position.cash_at_entry + gross
+                    - open_position.entry_commission
+                    - open_position.funding
+            }
+        };
+        equity.push(value_at_close);
+
+        // 5. The decision for the next bar. One on the last bar would never fill.
+        if t + 1 < bars.len() {
+            let held_side = position.as_ref().map(|open_position| open_position.side);
+            pending_order = decide(signals, t, held_side, orders.direction);
+        }
+    }
+
+    if let Some(open_position) = position.take() {
+        let last_bar = bars.last().expect("bars were checked to be non-empty");
+        let price = market_exit_price(open_position.side, last_bar.close, orders.slippage);
+        let trade = close_trade(
+            &open_position,
+            last_bar.open_time_ms,
+            price,
+            EXIT_REASON_END_OF_DATA,
+            config,
+        );
+        cash += trade.pnl;
+        trades.push(trade);
+        // The exit fee is booked when the position closes, so the last value is the final
+        // capital.
+        let last_value = equity.last_mut().expect("the curve has one value per bar");
+        *last_value = cash;
+    }
+
+    let drawdown = drawdown_curve(&equity);
+    let metrics = compute_metrics(
+        bars,
+        &trades,
+        &equity,
+        &drawdown,
+        cash,
+        bars_with_position,
+        config,
+    );
+    OracleReport {
+        trades,
+        equity,
+        drawdown,
+        metrics,
+    }
+}
+
+/// Checks the order options of a [`backtest`] against their documented ranges.
+///
+/// # Panics
+///
+/// Panics unless `commission` is in `[0, 0.1)`, `leverage` in `[1, 100]`, `position_size` in
+/// `(0, 1]`, `stop_loss` in `(0, 1)`, `take_profit` in `(0, 100]`, `slippage` in `[0, 0.1)`,
+/// `funding_rate` in `[-0.05, 0.05]` and `maintenance_margin_rate` in `[0, 1 / leverage)`.
+pub fn validate_orders(config: &OracleConfig, orders: &OracleOrders) {
+    assert!(
+        (0.0..0.1).contains(&config.commission),
+        "invalid commission {}: expected a fraction from 0 to below 0.1",
+        config.commission
+    );
+    assert!(
+        (1.0..=100.0).contains(&config.leverage),
+        "invalid leverage {}: expected a value from 1 to 100",
+        config.leverage
+    );
+    assert!(
+        config.position_size > 0.0 && config.position_size <= 1.0,
+        "invalid position_size {}: expected a fraction above 0 and up to 1",
+        config.position_size
+    );
+    if let Some(stop_loss) = orders.stop_loss {
+        assert!(
+            stop_loss > 0.0 && stop_loss < 1.0,
+            "invalid stop_loss {stop_loss}: expected a fraction above 0 and below 1"
+        );
+    }
+    if let Some(take_profit) = orders.take_profit {
+        assert!(
+            take_profit > 0.0 && take_profit <= 100.0,
+            "invalid take_profit {take_profit}: expected a fraction above 0 and up to 100"
+        );
+    }
+    assert!(
+        (0.0..0.1).contains(&orders.slippage),
+        "invalid slippage {}: expected a fraction from 0 to below 0.1",
+        orders.slippage
+    );
+    if let Some(funding_rate) = orders.funding_rate {
+        assert!(
+            (-0.05..=0.05).contains(&funding_rate),
+            "invalid funding_rate {funding_rate}: expected a fraction from -0.05 to 0.05"
+        );
+    }
+    assert!(
+        (0.0..1.0 / config.leverage).contains(&orders.maintenance_margin_rate),
+        "invalid maintenance_margin_rate {}: expected a fraction from 0 to below 1 / leverage ({})",
+        orders.maintenance_margin_rate,
+        1.0 / config.leverage
+    );
+}
+
+fn validate_signals(signals: &OracleSignals, bar_count: usize) {
+    let named_vectors: Vec<(&str, &Vec<bool>)> = match signals {
+        OracleSignals::Crossings { long, short } => vec![("long", long), ("short", short)],
+        OracleSignals::Levels {
+            entry_long,
+            exit_long,
+            entry_short,
+            exit_short,
+        } => vec![
+            ("entry_long", entry_long),
+            ("exit_long", exit_long),
+            ("entry_short", entry_short),
+            ("exit_short", exit_short),
+        ],
+    };
+    for (name, values) in named_vectors {
+        assert_eq!(
+            values.len(),
+            bar_count,
+            "signal {name} has {} values, expected one per bar ({bar_count})",
+            values.len()
+        );
+    }
+}
+
+fn validate_highs_and_lows(bars: &[OracleBar]) {
+    for (index, bar) in bars.iter().enumerate() {
+        assert!(
+            bar.high.is_finite() && bar.high > 0.0,
+            "invalid high {} at bar {index}: expected a finite price above 0",
+            bar.high
+        );
+        assert!(
+            bar.low.is_finite() && bar.low > 0.0,
+            "invalid low {} at bar {index}: expected a finite price above 0",
+            bar.low
+        );
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Long,
+    Short,
+}
+
+impl Side {
+    fn opposite(self) -> Self {
+        match self {
+            Self::Long => Self::Short,
+            Self::Short => Self::Long,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Long => SIDE_LONG,
+            Self::Short => SIDE_SHORT,
+        }
+    }
+}
+
+/// Order decided at a bar's close for the next bar's open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingOrder {
+    Enter(Side),
+    Exit,
+    /// Closes the open position and opens the given side in the same fill.
+    Reverse(Side),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Position {
+    side: Side,
+    entry_time_ms: i64,
+    entry_price: f64,
+    quantity: f64,
+    entry_commission: f64,
+    /// Funding paid so far, negative when received.
+    funding: f64,
+    cash_at_entry: f64,
+    stop_loss_price: Option<f64>,
+    take_profit_price: Option<f64>,
+    liquidation_price: Option<f64>,
+}
+
+/// Opens a position at `bar`'s open, or returns `None` when `cash` is zero or below.
+fn enter_position(
+    side: Side,
+    cash: f64,
+    bar: &OracleBar,
+    config: &OracleConfig,
+    orders: &OracleOrders,
+) -> Option<Position> {
+    if cash <= 0.0 {
+        return None;
+    }
+    let entry_price = match side {
+        Side::Long => bar.open * (1.0 + orders.slippage),
+        Side::Short => bar.open * (1.0 - orders.slippage),
+    };
+    let quantity =
+        cash * config.position_size / (entry_price * (1.0 / config.leverage + config.commission));
+    let entry_commission = quantity * entry_price * config.commission;
+
+    let stop_loss_price = orders.stop_loss.map(|stop_loss| match side {
+        Side::Long => entry_price * (1.0 - stop_loss),
+        Side::Short => entry_price * (1.0 + stop_loss),
+    });
+    let take_profit_price = orders.take_profit.map(|take_profit| match side {
+        Side::Long => entry_price * (1.0 + take_profit),
+        Side::Short => entry_price * (1.0 - take_profit),
+    });
+    let leverage = config.leverage;
+    let margin_rate = orders.maintenance_margin_rate;
+    let liquidation_price = if leverage > 1.0 {
+        Some(match side {
+            Side::Long => entry_price * (1.0 - 1.0 / leverage + margin_rate),
+            Side::Short => entry_price * (1.0 + 1.0 / leverage - margin_rate),
+        })
+    } else {
+        None
+    };
+
+    Some(Position {
+        side,
+        entry_time_ms: bar.open_time_ms,
+        entry_price,
+        quantity,
+        entry_commission,
+        funding: 0.0,
+        cash_at_entry: cash,
+        stop_loss_price,
+        take_profit_price,
+        liquidation_price,
+    })
+}
+
+/// Returns the fill price of a market exit at `price`, worsened by `slippage`.
+fn market_exit_price(side: Side, price: f64, slippage: f64) -> f64 {
+    match side {
+        Side::Long => price * (1.0 - slippage),
+        Side::Short => price * (1.0 + slippage),
+    }
+}
+
+fn gross_pnl(side: Side, quantity: f64, entry_price: f64, exit_price: f64) -> f64 {
+    match side {
+        Side::Long => quantity * (exit_price - entry_price),
+        Side::Short => quantity * (entry_price - exit_price),
+    }
+}
+
+/// Closes `position` at `exit_price`, booking the exit fee and the funding paid.
+fn close_trade(
+    position: &Position,
+    exit_time_ms: i64,
+    exit_price: f64,
+    exit_reason: &'static str,
+    config: &OracleConfig,
+) -> OracleTrade {
+    let exit_commission = position.quantity * exit_price * config.commission;
+    let commission = position.entry_commission + exit_commission;
+    let gross = gross_pnl(
+        position.side,
+        position.quantity,
+        position.entry_price,
+        exit_price,
+    );
+    let pnl = gross - commission - position.funding;
+    let committed_equity = position.cash_at_entry * config.position_size;
+    OracleTrade {
+        side: position.side.name(),
+        entry_time_ms: position.entry_time_ms,
+        exit_time_ms,
+        entry_price: position.entry_price,
+        exit_price,
+        quantity: position.quantity,
+        pnl,
+        pnl_pct: pnl / committed_equity * 100.0,
+        commission,
+        funding: position.funding,
+        exit_reason,
+    }
+}
+
+/// Returns the exit price and reason when `bar` reaches one of the position's levels.
+///
+/// The checks run in this order, and the first that matches exits:
+/// 1. the open at or beyond an adverse level (stop-loss or liquidation);
+/// 2. the open at or beyond the take-profit level;
+/// 3. the low (high for a short) reaching an adverse level;
+/// 4. the high (low for a short) reaching the take-profit level.
+fn check_levels(
+    position: &Position,
+    bar: &OracleBar,
+    slippage: f64,
+) -> Option<(f64, &'static str)> {
+    let side = position.side;
+    let is_adverse = |price: f64, level: f64| match side {
+        Side::Long => price <= level,
+        Side::Short => price >= level,
+    };
+    let is_favourable = |price: f64, level: f64| match side {
+        Side::Long => price >= level,
+        Side::Short => price <= level,
+    };
+    // The extreme of the bar on the losing side, then on the winning side.
+    let (adverse_extreme, favourable_extreme) = match side {
+        Side::Long => (bar.low, bar.high),
+        Side::Short => (bar.high, bar.low),
+    };
+
+    // 1. An open at or beyond an adverse level exits at the open.
+    if let Some((_, reason)) = nearer_adverse_level(position, |level| is_adverse(bar.open, level)) {
+        return Some((adverse_exit_price(side, bar.open, reason, slippage), reason));
+    }
+
+    // 2. An open at or beyond the take-profit level exits at the open, without slippage.
+    if let Some(level) = position.take_profit_price
+        && is_favourable(bar.open, level)
+    {
+        return Some((bar.open, EXIT_REASON_TAKE_PROFIT));
+    }
+
+    // 3. A bar reaching an adverse level exits at that level.
+    if let Some((level, reason)) =
+        nearer_adverse_level(position, |level| is_adverse(adverse_extreme, level))
+    {
+        return Some((adverse_exit_price(side, level, reason, slippage), reason));
+    }
+
+    // 4. A bar reaching the take-profit level exits there, without slippage.
+    if let Some(level) = position.take_profit_price
+        && is_favourable(favourable_extreme, level)
+    {
+        return Some((level, EXIT_REASON_TAKE_PROFIT));
+    }
+
+    None
+}
+
+/// Returns the adverse level that `is_reached` accepts and that lies nearer the entry, with
+/// its exit reason. The stop-loss wins a tie with the liquidation price.
+fn nearer_adverse_level(
+    position: &Position,
+    is_reached: impl Fn(f64) -> bool,
+) -> Option<(f64, &'static str)> {
+    let stop_loss = position.stop_loss_price.filter(|&level| is_reached(level));
+    let liquidation = position
+        .liquidation_price
+        .filter(|&level| is_reached(level));
+    match (stop_loss, liquidation) {
+        (Some(stop_level), Some(liquidation_level)) => {
+            let stop_is_nearer = match position.side {
+                Side::Long => stop_level >= liquidation_level,
+                Side::Short => stop_level <= liquidation_level,
+            };
+            if stop_is_nearer {
+                Some((stop_level, EXIT_REASON_STOP_LOSS))
+            } else {
+                Some((liquidation_level, EXIT_REASON_LIQUIDATION))
+            }
+        }
+        (Some(stop_level), None) => Some((stop_level, EXIT_REASON_STOP_LOSS)),
+        (None, Some(liquidation_level)) => Some((liquidation_level, EXIT_REASON_LIQUIDATION)),
+        (None, None) => None,
+    }
+}
+
+/// Returns the fill price of an adverse exit at `price`: a stop-loss is a market fill with
+/// slippage, a liquidation fills at `price` itself.
+fn adverse_exit_price(side: Side, price: f64, reason: &'static str, slippage: f64) -> f64 {
+    if reason == EXIT_REASON_STOP_LOSS {
+        market_exit_price(side, price, slippage)
+    } else {
+        price
+    }
+}
+
+/// Counts the funding instants (multiples of 8 hours since the epoch) in
+/// `(previous_open_ms, open_ms]`.
+fn funding_instants(previous_open_ms: i64, open_ms: i64) -> i64 {
+    open_ms.div_euclid(FUNDING_INTERVAL_MS) - previous_open_ms.div_euclid(FUNDING_INTERVAL_MS)
+}
+
+/// Returns the order that bar `t`'s signals place for the next open, given the side held
+/// after bar `t`'s level checks.
+fn decide(
+    signals: &OracleSignals,
+    t: usize,
+    held_side: Option<Side>,
+    direction: OracleDirection,
+) -> Option<PendingOrder> {
+    match signals {
+        OracleSignals::Crossings { long, short } => {
+            // A bar with both signals counts as a bar with neither.
+            let signal = match (long[t], short[t]) {
+                (true, false) => Some(Side::Long),
+                (false, true) => Some(Side::Short),
+                _ => None,
+            };
+            let signal_side = signal?;
+            match held_side {
+                None if direction.allows(signal_side) => Some(PendingOrder::Enter(signal_side)),
+                None => None,
+                Some(held) if held == signal_side.opposite() => {
+                    if direction == OracleDirection::Both {
+                        Some(PendingOrder::Reverse(signal_side))
+                    } else {
+                        Some(PendingOrder::Exit)
+                    }
+                }
+                Some(_) => None,
+            }
+        }
+        OracleSignals::Levels {
+            entry_long,
+            exit_long,
+            entry_short,
+            exit_short,
+        } => match held_side {
+            None => {
+                // An entry counts unless its own side's exit is also true on the bar.
+                let long_counts = direction.allows(Side::Long) && entry_long[t] && !exit_long[t];
+                let short_counts =
+                    direction.allows(Side::Short) && entry_short[t] && !exit_short[t];
+                match (long_counts, short_counts) {
+                    (true, false) => Some(PendingOrder::Enter(Side::Long)),
+                    (false, true) => Some(PendingOrder::Enter(Side::Short)),
+                    _ => None,
+                }
+            }
+            // An entry of the other side waits, so an expression strategy never reverses in
+            // one fill.
+            Some(Side::Long) if exit_long[t] => Some(PendingOrder::Exit),
+            Some(Side::Short) if exit_short[t] => Some(PendingOrder::Exit),
+            Some(_) => None,
+        },
+    }
+}
+
+/// Computes `(peak - equity) / peak * 100` at each bar, with `peak` the largest equity up
+/// to and including that bar.
+fn drawdown_curve(equity: &[f64]) -> Vec<f64> {
+    let mut drawdown = Vec::with_capacity(equity.len());
+    let mut peak = f64::NEG_INFINITY;
+    for &value in equity {
+        if value > peak {
+            peak = value;
+        }
+        drawdown.push((peak - value) / peak * 100.0);
+    }
+    drawdown
+}
+
+/// Longest drawdown run of a curve, as start and end bar indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DrawdownRun {
+    start: usize,
+    end: usize,
+}
+
+/// Finds the longest drawdown run, the first one on a tie in bars.
+///
+/// A run starts at the last bar at or above the running peak before the curve falls below
+/// it. It ends at the first later bar at or above that peak, or at the last bar.
+fn longest_drawdown_run(equity: &[f64]) -> Option<DrawdownRun> {
+    let mut longest: Option<DrawdownRun> = None;
+    let mut record = |run: DrawdownRun| {
+        let is_longer = match longest {
+            None => true,
+            Some(current) => run.end - run.start > current.end - current.start,
+        };
+        if is_longer {
+            longest = Some(run);
+        }
+    };
+
+    let mut peak = f64::NEG_INFINITY;
+    let mut peak_index = 0;
+    let mut below_peak = false;
+    for (index, &value) in equity.iter().enumerate() {
+        if value >= peak {
+            if below_peak {
+                record(DrawdownRun {
+                    start: peak_index,
+                    end: index,
+                });
+                below_peak = false;
+            }
+            peak = value;
+            peak_index = index;
+        } else {
+            below_peak = true;
+        }
+    }
+    if below_peak {
+        record(DrawdownRun {
+            start: peak_index,
+            end: equity.len() - 1,
+        });
+    }
+    longest
+}
+
+fn per_bar_returns(equity: &[f64]) -> Vec<f64> {
+    let mut returns = Vec::with_capacity(equity.len().saturating_sub(1));
+    for pair in equity.windows(2) {
+        returns.push(pair[1] / pair[0] - 1.0);
+    }
+    returns
+}
+
+/// Computes the annualized Sortino ratio: the mean per-bar return over
+/// `sqrt(sum of min(r, 0)^2 / count of r)`, times `sqrt(bars_per_year)`. Returns `None` with
+/// fewer than two returns or without a negative return.
+fn sortino_ratio(equity: &[f64], bars_per_year: f64) -> Option<f64> {
+    let returns = per_bar_returns(equity);
+    if returns.len() < 2 {
+        return None;
+    }
+    let count = returns.len() as f64;
+    let mut sum = 0.0;
+    let mut downside_sum_of_squares = 0.0;
+    let mut has_negative_return = false;
+    for &value in &returns {
+        sum += value;
+        if value < 0.0 {
+            downside_sum_of_squares += value * value;
+            has_negative_return = true;
+        }
+    }
+    if !has_negative_return {
+        return None;
+    }
+    let mean = sum / count;
+    let downside_deviation = (downside_sum_of_squares / count).sqrt();
+    Some(mean / downside_deviation * bars_per_year.sqrt())
+}
+
+/// Computes the Calmar ratio: `(final / initial)^(bars_per_year / bars) - 1` over
+/// `max_drawdown / 100`. Returns `None` when `max_drawdown` is 0.
+fn calmar_ratio(
+    final_capital: f64,
+    initial_capital: f64,
+    bar_count: usize,
+    max_drawdown: f64,
+    bars_per_year: f64,
+) -> Option<f64> {
+    if max_drawdown == 0.0 {
+        return None;
+    }
+    let annualized_return =
+        (final_capital / initial_capital).powf(bars_per_year / bar_count as f64) - 1.0;
+    Some(annualized_return / (max_drawdown / 100.0))
+}
+
+fn compute_metrics(
+    bars: &[OracleBar],
+    trades: &[OracleTrade],
+    equity: &[f64],
+    drawdown: &[f64],
+    final_capital: f64,
+    bars_with_position: usize,
+    config: &OracleConfig,
+) -> OracleMetrics {
+    let total_trades = trades.len();
+    let mut winning_trades = 0;
+    let mut losing_trades = 0;
+    let mut liquidations = 0;
+    let mut pnl_sum = 0.0;
+    let mut pnl_pct_sum = 0.0;
+    let mut gross_profit = 0.0;
+    let mut gross_loss = 0.0;
+    let mut largest_win: Option<f64> = None;
+    let mut largest_loss: Option<f64> = None;
+    let mut total_commission = 0.0;
+    let mut total_funding = 0.0;
+    for trade in trades {
+        pnl_sum += trade.pnl;
+        pnl_pct_sum += trade.pnl_pct;
+        total_commission += trade.commission;
+        total_funding += trade.funding;
+        if trade.pnl > 0.0 {
+            winning_trades += 1;
+            gross_profit += trade.pnl;
+            if largest_win.is_none_or(|largest| trade.pnl > largest) {
+                largest_win = Some(trade.pnl);
+            }
+        } else if trade.pnl < 0.0 {
+            losing_trades += 1;
+            gross_loss += trade.pnl;
+            if largest_loss.is_none_or(|largest| trade.pnl < largest) {
+                largest_loss = Some(trade.pnl);
+            }
+        }
+        if trade.exit_reason == EXIT_REASON_LIQUIDATION {
+            liquidations += 1;
+        }
+    }
+    let win_rate = if total_trades == 0 {
+        None
+    } else {
+        Some(winning_trades as f64 / total_trades as f64 * 100.0)
+    };
+    let per_trade_mean = |sum: f64| {
+        if total_trades == 0 {
+            None
+        } else {
+            Some(sum / total_trades as f64)
+        }
+    };
+
+    let mut max_drawdown = 0.0;
+    for &value in drawdown {
+        if value > max_drawdown {
+            max_drawdown = value;
+        }
+    }
+    let (max_drawdown_duration_bars, max_drawdown_duration_seconds) =
+        match longest_drawdown_run(equity) {
+            None => (0, 0),
+            Some(run) => (
+                run.end - run.start,
+                (bars[run.end].open_time_ms - bars[run.start].open_time_ms) / 1000,
+            ),
+        };
+
+    // The ratios built on returns are null once the curve reaches zero or below, and any
+    // value that is not finite is reported as null.
+    let curve_stays_positive = equity.iter().all(|&value| value > 0.0);
+    let finite_ratio =
+        |ratio: Option<f64>| ratio.filter(|value| curve_stays_positive && value.is_finite());
+    let sharpe = finite_ratio(sharpe_ratio(equity, config.bars_per_year));
+    let sortino = finite_ratio(sortino_ratio(equity, config.bars_per_year));
+    let calmar = finite_ratio(calmar_ratio(
+        final_capital,
+        config.initial_capital,
+        equity.len(),
+        max_drawdown,
+        config.bars_per_year,
+    ));
+
+    let first_open = bars
+        .first()
+        .expect("bars were checked to be non-empty")
+        .open;
+    let last_close = bars
+        .last()
+        .expect("bars were checked to be non-empty")
+        .close;
+
+    OracleMetrics {
+        final_capital,
+        total_return: (final_capital / config.initial_capital - 1.0) * 100.0,
+        total_trades,
+        winning_trades,
+        losing_trades,
+        win_rate,
+        sharpe_ratio: sharpe,
+        sortino_ratio: sortino,
+        calmar_ratio: calmar,
+        max_drawdown,
+        max_drawdown_duration_bars,
+        max_drawdown_duration_seconds,
+        profit_factor: if losing_trades == 0 {
+            None
+        } else {
+            Some(gross_profit / -gross_loss)
+        },
+        expectancy: per_trade_mean(pnl_sum),
+        avg_trade_pct: per_trade_mean(pnl_pct_sum),
+        largest_win,
+        largest_loss,
+        exposure_pct: bars_with_position as f64 / bars.len() as f64 * 100.0,
+        buy_and_hold_return: (last_close / first_open - 1.0) * 100.0,
+        total_commission,
+        total_funding,
+        liquidations,
     }
 }
 

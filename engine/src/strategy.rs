@@ -5,7 +5,11 @@ use serde_json::{Map, Value, json};
 use crate::{Error, Result};
 
 /// Strategy types the engine runs, for error messages and listings.
-pub const STRATEGY_TYPES: &str = "sma_crossover, ema_crossover, rsi, macd, bollinger_bands";
+pub const STRATEGY_TYPES: &str =
+    "sma_crossover, ema_crossover, rsi, macd, bollinger_bands, expression";
+
+/// Condition names of an expression strategy, in the order the plan adds their columns.
+pub const CONDITION_NAMES: [&str; 4] = ["entry_long", "exit_long", "entry_short", "exit_short"];
 
 /// A validated strategy with all parameters resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +41,34 @@ pub enum StrategySpec {
     /// Long when the close crosses up through the lower band, short when it crosses down
     /// through the upper band.
     BollingerBands { period: usize, std_dev: f64 },
+    /// Level-triggered SQL conditions over the bars; a missing condition is false.
+    Expression(Conditions),
+}
+
+/// The four conditions of an expression strategy, as DataFusion SQL text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Conditions {
+    pub entry_long: Option<String>,
+    pub exit_long: Option<String>,
+    pub entry_short: Option<String>,
+    pub exit_short: Option<String>,
+}
+
+impl Conditions {
+    /// Returns the given conditions as `(name, text)` pairs, in [`CONDITION_NAMES`] order.
+    pub fn present(&self) -> Vec<(&'static str, &str)> {
+        let texts = [
+            &self.entry_long,
+            &self.exit_long,
+            &self.entry_short,
+            &self.exit_short,
+        ];
+        CONDITION_NAMES
+            .into_iter()
+            .zip(texts)
+            .filter_map(|(name, text)| text.as_deref().map(|text| (name, text)))
+            .collect()
+    }
 }
 
 impl StrategySpec {
@@ -126,6 +158,36 @@ impl StrategySpec {
                 };
                 Ok(StrategySpec::BollingerBands { period, std_dev })
             }
+            "expression" => {
+                reject_unknown_keys(params, &CONDITION_NAMES)?;
+                let text = |name: &str| -> Result<Option<String>> {
+                    match params.get(name) {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(Value::String(text)) => Ok(Some(text.clone())),
+                        Some(other) => Err(Error::InvalidParameter {
+                            name: name.to_string(),
+                            message: format!(
+                                "expected a SQL condition as a string, such as \
+                                 \"close > sma(close, 20)\", got {other}"
+                            ),
+                        }),
+                    }
+                };
+                let conditions = Conditions {
+                    entry_long: text("entry_long")?,
+                    exit_long: text("exit_long")?,
+                    entry_short: text("entry_short")?,
+                    exit_short: text("exit_short")?,
+                };
+                if conditions.entry_long.is_none() && conditions.entry_short.is_none() {
+                    return Err(Error::InvalidParameter {
+                        name: "entry_long".to_string(),
+                        message: "an expression strategy needs entry_long or entry_short"
+                            .to_string(),
+                    });
+                }
+                Ok(StrategySpec::Expression(conditions))
+            }
             other => Err(Error::UnknownStrategy {
                 name: other.to_string(),
                 known: STRATEGY_TYPES,
@@ -141,6 +203,7 @@ impl StrategySpec {
             StrategySpec::Rsi { .. } => "rsi",
             StrategySpec::Macd { .. } => "macd",
             StrategySpec::BollingerBands { .. } => "bollinger_bands",
+            StrategySpec::Expression(_) => "expression",
         }
     }
 
@@ -172,6 +235,13 @@ impl StrategySpec {
             StrategySpec::BollingerBands { period, std_dev } => {
                 json!({ "period": period, "std_dev": std_dev })
             }
+            StrategySpec::Expression(conditions) => Value::Object(
+                conditions
+                    .present()
+                    .into_iter()
+                    .map(|(name, text)| (name.to_string(), Value::String(text.to_string())))
+                    .collect(),
+            ),
         }
     }
 }

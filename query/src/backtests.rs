@@ -4,10 +4,11 @@ use chrono::{DateTime, Utc};
 use duckdb::{Connection, OptionalExt, Row, params};
 use tracing::info;
 
+use crate::equity::{check_equity, insert_equity};
 use crate::error::{Error, Result};
 use crate::model::{
-    Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, NewBacktest, NewTrade, Page,
-    check_json_object,
+    Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, EquityPoint, NewBacktest, NewTrade,
+    Page, check_json_object,
 };
 use crate::store::{Store, optional_timestamp, page_bound, timestamp};
 use crate::trades::{check_trades, insert_trades};
@@ -162,22 +163,26 @@ impl Store {
         Ok(Some(backtest))
     }
 
-    /// Stores the results and trades of a running backtest and marks it completed with
-    /// `completed_at = now`, all in one transaction.
+    /// Stores the results, trades and equity curve of a running backtest and marks it
+    /// completed with `completed_at = now`, all in one transaction.
     ///
-    /// Trades stored for this backtest by an earlier attempt are deleted first. Fails with
-    /// [`Error::NotFound`] for an unknown id, [`Error::InvalidTransition`] when the backtest is
-    /// not running, and [`Error::InvalidValue`] when `metrics` is not a JSON object or a trade
-    /// side is not `"long"` or `"short"`.
+    /// Trades and equity points stored for this backtest by an earlier attempt are deleted
+    /// first. Fails with [`Error::NotFound`] for an unknown id and with
+    /// [`Error::InvalidTransition`] when the backtest is not running. Fails with
+    /// [`Error::InvalidValue`] when `metrics` is not a JSON object, when a trade side is not
+    /// `"long"` or `"short"`, and when the curve has a non-finite value or open times that do
+    /// not strictly increase.
     pub fn complete_backtest(
         &self,
         id: i64,
         outcome: &BacktestOutcome,
         trades: &[NewTrade],
+        equity: &[EquityPoint],
         now: DateTime<Utc>,
     ) -> Result<Backtest> {
         check_json_object("metrics", &outcome.metrics)?;
         check_trades(trades)?;
+        check_equity(equity)?;
 
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
@@ -191,6 +196,8 @@ impl Store {
         }
         transaction.execute("DELETE FROM trades WHERE backtest_id = ?", [id])?;
         insert_trades(&transaction, id, trades, now)?;
+        transaction.execute("DELETE FROM equity_points WHERE backtest_id = ?", [id])?;
+        insert_equity(&transaction, id, equity)?;
         let backtest = transaction.query_row(
             "UPDATE backtests SET
                  status = ?, error_message = NULL, completed_at = ?,
@@ -224,6 +231,7 @@ impl Store {
         info!(
             backtest_id = id,
             trades = trades.len(),
+            equity_points = equity.len(),
             total_return = outcome.total_return,
             "completed backtest"
         );

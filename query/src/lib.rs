@@ -1,10 +1,11 @@
 //! DuckDB metadata store of the strategy tester: strategies, backtests with their results, and
-//! the trades of each backtest.
+//! the trades and equity curve of each backtest.
 //!
 //! [`Store`] wraps one DuckDB connection, applies schema migrations when it opens a database,
 //! and exposes blocking methods. Every query binds its values as parameters.
 
 mod backtests;
+mod equity;
 mod error;
 mod model;
 mod schema;
@@ -15,8 +16,8 @@ mod trades;
 pub use error::{Error, Result};
 pub use model::{
     Backtest, BacktestFilter, BacktestOrder, BacktestOutcome, BacktestStatus, DEFAULT_LIMIT,
-    NewBacktest, NewStrategy, NewTrade, Page, Strategy, StrategyFilter, TRADE_SIDES, Trade,
-    TradeFilter,
+    EquityPoint, NewBacktest, NewStrategy, NewTrade, Page, Strategy, StrategyFilter, TRADE_SIDES,
+    Trade, TradeFilter,
 };
 pub use schema::LATEST_SCHEMA_VERSION;
 pub use store::Store;

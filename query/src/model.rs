@@ -387,3 +387,14 @@ fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     let names: Vec<&str> = names.into_iter().collect();
     format!("one of {}", names.join(", "))
 }
+
+/// The equity of a backtest at one bar's close.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EquityPoint {
+    /// Open time of the bar.
+    pub open_time: DateTime<Utc>,
+    /// Equity at the bar's close, in quote currency.
+    pub equity: f64,
+    /// Percent below the largest equity of the curve up to this bar.
+    pub drawdown: f64,
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::thread;
 
 use bst_query::{
-    Backtest, BacktestFilter, BacktestOrder, BacktestOutcome, BacktestStatus, Error,
+    Backtest, BacktestFilter, BacktestOrder, BacktestOutcome, BacktestStatus, EquityPoint, Error,
     LATEST_SCHEMA_VERSION, NewBacktest, NewStrategy, NewTrade, Store, StrategyFilter, TradeFilter,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -83,6 +83,24 @@ fn new_trade(entry_minute: i64, side: &str, pnl: f64) -> NewTrade {
     }
 }
 
+/// Returns `count` equity points one minute apart from minute `first_minute`, with a
+/// drawdown that follows the equity's running peak.
+fn equity_curve(first_minute: i64, count: i64) -> Vec<EquityPoint> {
+    let mut peak = f64::MIN;
+    (0..count)
+        .map(|index| {
+            // A wave with a slow upward trend, so the curve has drawdowns and new peaks.
+            let equity = 10_000.0 + index as f64 * 0.01 + 250.0 * (index as f64 / 997.0).sin();
+            peak = peak.max(equity);
+            EquityPoint {
+                open_time: at(first_minute + index),
+                equity,
+                drawdown: (peak - equity) / peak * 100.0,
+            }
+        })
+        .collect()
+}
+
 fn ids(backtests: &[Backtest]) -> Vec<i64> {
     backtests.iter().map(|backtest| backtest.id).collect()
 }
@@ -122,8 +140,46 @@ fn migrations_create_schema_and_version() {
         .unwrap();
     assert_eq!(
         tables,
-        ["backtests", "schema_migrations", "strategies", "trades"]
+        [
+            "backtests",
+            "equity_points",
+            "schema_migrations",
+            "strategies",
+            "trades"
+        ]
     );
+}
+
+#[test]
+fn reopen_adds_equity_table_to_version_1() {
+    let (dir, store) = open_store();
+    let path = dir.path().join(DB_FILE);
+    let strategy = store
+        .create_strategy(&new_strategy("kept", "trend", true))
+        .unwrap();
+    drop(store);
+
+    // Turn the file back into a version 1 database, as an earlier release left it.
+    let connection = duckdb::Connection::open(&path).unwrap();
+    connection
+        .execute_batch(
+            "DROP TABLE equity_points; DELETE FROM schema_migrations WHERE version >= 2;",
+        )
+        .unwrap();
+    drop(connection);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA_VERSION);
+    assert!(store.get_strategy(strategy.id).unwrap().is_some());
+    let backtest = store
+        .create_backtest(&new_backtest(strategy.id, "BTCUSDT"), at(0))
+        .unwrap();
+    store.claim_backtest(backtest.id, at(1)).unwrap().unwrap();
+    let curve = equity_curve(0, 3);
+    store
+        .complete_backtest(backtest.id, &outcome(0.1, None), &[], &curve, at(2))
+        .unwrap();
+    assert_eq!(store.equity_curve(backtest.id).unwrap(), curve);
 }
 
 #[test]
@@ -589,17 +645,19 @@ fn backtest_list_every_order() {
         store.claim_backtest(id, at(100)).unwrap().unwrap();
     }
     store
-        .complete_backtest(1, &outcome(0.25, Some(1.5)), &[], at(200))
+        .complete_backtest(1, &outcome(0.25, Some(1.5)), &[], &[], at(200))
         .unwrap();
     let mut same_return = outcome(0.25, Some(0.5));
     same_return.max_drawdown = Some(0.3);
     same_return.win_rate = Some(0.5);
     store
-        .complete_backtest(3, &same_return, &[], at(201))
+        .complete_backtest(3, &same_return, &[], &[], at(201))
         .unwrap();
     let mut losing = outcome(-0.1, None);
     losing.max_drawdown = None;
-    store.complete_backtest(5, &losing, &[], at(202)).unwrap();
+    store
+        .complete_backtest(5, &losing, &[], &[], at(202))
+        .unwrap();
     store.fail_backtest(2, "engine error", at(203)).unwrap();
 
     let all: Vec<Backtest> = (1..=7)
@@ -794,7 +852,7 @@ fn complete_stores_metrics_and_trades() {
         .create_backtest(&new_backtest(strategy.id, "BTCUSDT"), at(0))
         .unwrap();
     let queued_error = store
-        .complete_backtest(backtest.id, &outcome(0.1, Some(1.0)), &[], at(1))
+        .complete_backtest(backtest.id, &outcome(0.1, Some(1.0)), &[], &[], at(1))
         .unwrap_err();
     assert!(
         matches!(
@@ -818,7 +876,7 @@ fn complete_stores_metrics_and_trades() {
     results.final_capital = 10_144.7;
 
     let completed = store
-        .complete_backtest(backtest.id, &results, &trades, at(9))
+        .complete_backtest(backtest.id, &results, &trades, &[], at(9))
         .unwrap();
 
     assert_eq!(completed.status, BacktestStatus::Completed);
@@ -871,7 +929,7 @@ fn complete_stores_metrics_and_trades() {
     }
 
     let again = store
-        .complete_backtest(backtest.id, &results, &trades, at(10))
+        .complete_backtest(backtest.id, &results, &trades, &[], at(10))
         .unwrap_err();
     assert!(
         matches!(
@@ -899,7 +957,13 @@ fn complete_replaces_earlier_trades() {
     store.claim_backtest(backtest.id, at(1)).unwrap().unwrap();
     let first_attempt = [new_trade(60, "long", 1.0), new_trade(120, "long", 2.0)];
     store
-        .complete_backtest(backtest.id, &outcome(0.1, None), &first_attempt, at(2))
+        .complete_backtest(
+            backtest.id,
+            &outcome(0.1, None),
+            &first_attempt,
+            &equity_curve(0, 50),
+            at(2),
+        )
         .unwrap();
     drop(store);
 
@@ -916,8 +980,15 @@ fn complete_replaces_earlier_trades() {
 
     let store = Store::open(&path).unwrap();
     let second_attempt = [new_trade(30, "short", -3.0)];
+    let second_curve = equity_curve(10, 20);
     store
-        .complete_backtest(backtest.id, &outcome(0.2, None), &second_attempt, at(3))
+        .complete_backtest(
+            backtest.id,
+            &outcome(0.2, None),
+            &second_attempt,
+            &second_curve,
+            at(3),
+        )
         .unwrap();
 
     let stored = store
@@ -927,6 +998,7 @@ fn complete_replaces_earlier_trades() {
     assert_eq!(stored[0].side, "short");
     assert_eq!(stored[0].pnl, -3.0);
     assert_eq!(store.count_trades(backtest.id).unwrap(), 1);
+    assert_eq!(store.equity_curve(backtest.id).unwrap(), second_curve);
 }
 
 #[test]
@@ -942,7 +1014,7 @@ fn complete_rejects_invalid_input() {
 
     let bad_side = [new_trade(60, "long", 1.0), new_trade(90, "buy", 2.0)];
     let error = store
-        .complete_backtest(backtest.id, &outcome(0.1, None), &bad_side, at(2))
+        .complete_backtest(backtest.id, &outcome(0.1, None), &bad_side, &[], at(2))
         .unwrap_err();
     assert!(
         matches!(error, Error::InvalidValue { field: "trade side", ref value, .. } if value == "buy"),
@@ -952,7 +1024,7 @@ fn complete_rejects_invalid_input() {
     let mut list_metrics = outcome(0.1, None);
     list_metrics.metrics = json!([1.0, 2.0]);
     let error = store
-        .complete_backtest(backtest.id, &list_metrics, &[], at(2))
+        .complete_backtest(backtest.id, &list_metrics, &[], &[], at(2))
         .unwrap_err();
     assert!(
         matches!(
@@ -966,7 +1038,7 @@ fn complete_rejects_invalid_input() {
     );
 
     let error = store
-        .complete_backtest(55, &outcome(0.1, None), &[], at(2))
+        .complete_backtest(55, &outcome(0.1, None), &[], &[], at(2))
         .unwrap_err();
     assert!(
         matches!(
@@ -1010,13 +1082,14 @@ fn trade_filter_side_and_paging() {
         new_trade(400, "long", 7.0),
     ];
     store
-        .complete_backtest(backtest.id, &outcome(0.1, None), &trades, at(3))
+        .complete_backtest(backtest.id, &outcome(0.1, None), &trades, &[], at(3))
         .unwrap();
     store
         .complete_backtest(
             other.id,
             &outcome(0.1, None),
             &[new_trade(10, "long", 99.0)],
+            &[],
             at(3),
         )
         .unwrap();
@@ -1156,7 +1229,13 @@ fn requeue_running_moves_back_to_queued() {
         store.claim_backtest(id, at(10)).unwrap().unwrap();
     }
     let completed = store
-        .complete_backtest(3, &outcome(0.1, None), &[new_trade(5, "long", 1.0)], at(11))
+        .complete_backtest(
+            3,
+            &outcome(0.1, None),
+            &[new_trade(5, "long", 1.0)],
+            &[],
+            at(11),
+        )
         .unwrap();
 
     assert_eq!(store.requeue_running_backtests().unwrap(), 2);
@@ -1226,7 +1305,13 @@ fn text_with_quotes_and_sql_stored_verbatim() {
     let mut trade = new_trade(10, "long", 1.0);
     trade.exit_reason = "stop'); DELETE FROM trades; --".to_owned();
     store
-        .complete_backtest(backtest.id, &outcome(0.1, None), &[trade.clone()], at(2))
+        .complete_backtest(
+            backtest.id,
+            &outcome(0.1, None),
+            &[trade.clone()],
+            &[],
+            at(2),
+        )
         .unwrap();
     let trades = store
         .list_trades(backtest.id, &TradeFilter::default())
@@ -1280,7 +1365,7 @@ fn complete_stores_many_trades_in_chunks() {
         .collect();
 
     store
-        .complete_backtest(backtest.id, &outcome(0.0, None), &trades, at(2))
+        .complete_backtest(backtest.id, &outcome(0.0, None), &trades, &[], at(2))
         .unwrap();
 
     assert_eq!(store.count_trades(backtest.id).unwrap(), 1_000);
@@ -1300,4 +1385,137 @@ fn complete_stores_many_trades_in_chunks() {
         assert_eq!(trade.side, expected.side, "trade {index}");
         assert_eq!(trade.pnl, expected.pnl, "trade {index}");
     }
+}
+
+#[test]
+fn equity_curve_round_trips_a_year_of_minutes() {
+    let (dir, store) = open_store();
+    let path = dir.path().join(DB_FILE);
+    let strategy = store
+        .create_strategy(&new_strategy("s", "trend", true))
+        .unwrap();
+    let backtest = store
+        .create_backtest(&new_backtest(strategy.id, "BTCUSDT"), at(0))
+        .unwrap();
+    let other = store
+        .create_backtest(&new_backtest(strategy.id, "ETHUSDT"), at(0))
+        .unwrap();
+    assert_eq!(store.equity_curve(backtest.id).unwrap(), []);
+    store.claim_backtest(backtest.id, at(1)).unwrap().unwrap();
+    store.claim_backtest(other.id, at(1)).unwrap().unwrap();
+    // 525,600 points: a year of 1-minute bars, the size the appender is for.
+    let curve = equity_curve(0, 525_600);
+    let other_curve = equity_curve(5, 3);
+
+    let started = std::time::Instant::now();
+    store
+        .complete_backtest(backtest.id, &outcome(0.1, None), &[], &curve, at(2))
+        .unwrap();
+    let elapsed = started.elapsed();
+    store
+        .complete_backtest(other.id, &outcome(0.1, None), &[], &other_curve, at(2))
+        .unwrap();
+    // A generous bound that one INSERT per row would exceed many times over.
+    assert!(
+        elapsed < std::time::Duration::from_secs(60),
+        "storing 525,600 points took {elapsed:?}"
+    );
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.count_equity_points(backtest.id).unwrap(), 525_600);
+    let stored = store.equity_curve(backtest.id).unwrap();
+    assert_eq!(stored.len(), curve.len());
+    assert_eq!(stored.first(), curve.first());
+    assert_eq!(stored.last(), curve.last());
+    assert!(stored == curve, "the stored curve differs from the input");
+    assert_eq!(store.equity_curve(other.id).unwrap(), other_curve);
+}
+
+#[test]
+fn equity_curve_of_unknown_backtest_not_found() {
+    let (_dir, store) = open_store();
+    let error = store.equity_curve(404).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::NotFound {
+                entity: "backtest",
+                id: 404
+            }
+        ),
+        "{error:?}"
+    );
+    let error = store.count_equity_points(404).unwrap_err();
+    assert!(matches!(error, Error::NotFound { .. }), "{error:?}");
+}
+
+#[test]
+fn complete_rejects_invalid_equity() {
+    let (_dir, store) = open_store();
+    let strategy = store
+        .create_strategy(&new_strategy("s", "trend", true))
+        .unwrap();
+    let backtest = store
+        .create_backtest(&new_backtest(strategy.id, "BTCUSDT"), at(0))
+        .unwrap();
+    store.claim_backtest(backtest.id, at(1)).unwrap().unwrap();
+
+    let mut not_finite = equity_curve(0, 5);
+    not_finite[3].equity = f64::NAN;
+    let error = store
+        .complete_backtest(backtest.id, &outcome(0.1, None), &[], &not_finite, at(2))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::InvalidValue {
+                field: "equity",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+
+    let mut infinite_drawdown = equity_curve(0, 5);
+    infinite_drawdown[0].drawdown = f64::INFINITY;
+    let error = store
+        .complete_backtest(
+            backtest.id,
+            &outcome(0.1, None),
+            &[],
+            &infinite_drawdown,
+            at(2),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::InvalidValue {
+                field: "drawdown",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+
+    let mut repeated_time = equity_curve(0, 5);
+    repeated_time[2].open_time = repeated_time[1].open_time;
+    let error = store
+        .complete_backtest(backtest.id, &outcome(0.1, None), &[], &repeated_time, at(2))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::InvalidValue {
+                field: "open_time",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+
+    let unchanged = store.get_backtest(backtest.id).unwrap().unwrap();
+    assert_eq!(unchanged.status, BacktestStatus::Running);
+    assert_eq!(store.count_equity_points(backtest.id).unwrap(), 0);
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use bst_engine::backtest::{DEFAULT_COMMISSION, DEFAULT_INITIAL_CAPITAL};
+use bst_engine::orders::{OrderOptions, strategy_and_orders};
 use bst_engine::{BacktestRequest, SeriesKey, StrategySpec, TimeRange};
 use bst_ingest::{Category, Timeframe};
 use bst_query::{
@@ -138,14 +139,16 @@ pub(crate) async fn create(
         .with_store(move |store| store.get_strategy(strategy_id))
         .await?
         .ok_or_else(|| ApiError::not_found("strategy", strategy_id))?;
+    let (strategy_spec, orders) = resolve_strategy(&strategy, &overrides)?;
     let mut request = BacktestRequest::new(
         SeriesKey {
             category: Category::Linear,
             symbol: body.symbol.clone(),
             timeframe,
         },
-        resolve_strategy(&strategy, &overrides)?,
+        strategy_spec,
     );
+    request.orders = orders;
     request.range = TimeRange {
         start_ms: Some(start.timestamp_millis()),
         end_ms: Some(end.timestamp_millis()),
@@ -154,6 +157,7 @@ pub(crate) async fn create(
     request.commission = body.commission.unwrap_or(DEFAULT_COMMISSION);
     request.leverage = body.leverage.unwrap_or(1.0);
     request.validate()?;
+    state.engine.check_strategy(&request.strategy)?;
     if state
         .engine
         .series_summary(&request.series, &request.range)
@@ -194,7 +198,7 @@ pub(crate) async fn create(
 pub(crate) fn resolve_strategy(
     strategy: &Strategy,
     overrides: &Map<String, Value>,
-) -> ApiResult<StrategySpec> {
+) -> ApiResult<(StrategySpec, OrderOptions)> {
     let mut params = match &strategy.config {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
@@ -204,7 +208,7 @@ pub(crate) fn resolve_strategy(
             .iter()
             .map(|(key, value)| (key.clone(), value.clone())),
     );
-    Ok(StrategySpec::from_params(
+    Ok(strategy_and_orders(
         &strategy.strategy_type,
         &Value::Object(params),
     )?)

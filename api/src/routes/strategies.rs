@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use bst_engine::StrategySpec;
+use bst_engine::orders::strategy_and_orders;
 use bst_query::{NewStrategy, Page, Strategy, StrategyFilter};
 use serde::Deserialize;
 use serde_json::Value;
@@ -72,7 +72,11 @@ pub(crate) async fn create(
         )));
     }
     // The config must describe a strategy the engine can run, defaults filling the gaps.
-    StrategySpec::from_params(&body.strategy_type, &config)
+    let (strategy, _) = strategy_and_orders(&body.strategy_type, &config)
+        .map_err(|error| ApiError::unprocessable(error.to_string()))?;
+    state
+        .engine
+        .check_strategy(&strategy)
         .map_err(|error| ApiError::unprocessable(error.to_string()))?;
 
     let new = NewStrategy {
