@@ -4,6 +4,7 @@ mod bybit_cmd;
 mod ingest_cmd;
 mod plot_cmd;
 mod resample_cmd;
+mod sweep_cmd;
 mod trades_cmd;
 
 use std::io::IsTerminal;
@@ -34,6 +35,9 @@ enum Command {
     Backtest(BacktestArgs),
     /// Aggregate stored 1-minute bars into another timeframe and store the complete bars.
     Resample(resample_cmd::ResampleArgs),
+    /// Sweep a built-in strategy's parameters (grid, random search or walk-forward) in one
+    /// DataFusion plan and rank the combinations.
+    Sweep(sweep_cmd::SweepArgs),
     /// Serve the REST API under /api/v1 with in-process backtest workers.
     Serve(ServeArgs),
 }
@@ -160,6 +164,7 @@ fn main() -> Result<()> {
         Command::Ingest(IngestCommand::Trades(args)) => trades_cmd::run_trades(&args),
         Command::Backtest(args) => runtime.block_on(run_backtest(args)),
         Command::Resample(args) => runtime.block_on(resample_cmd::run(args)),
+        Command::Sweep(args) => runtime.block_on(sweep_cmd::run(args)),
         Command::Serve(args) => runtime.block_on(run_serve(args)),
     }
 }
@@ -183,7 +188,7 @@ async fn resolve_listen_addr(text: &str) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-fn parse_time_flag(flag: &str, value: Option<&str>) -> Result<Option<i64>> {
+pub(crate) fn parse_time_flag(flag: &str, value: Option<&str>) -> Result<Option<i64>> {
     value
         .map(|text| {
             bst_engine::time::parse_utc(text)

@@ -6,15 +6,13 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Float64Type, TimestampMillisecondType};
-use datafusion::functions_window::expr_fn::lag;
-use datafusion::logical_expr::{ExprFunctionExt, WindowUDF};
-use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
+use datafusion::prelude::{DataFrame, SessionContext, col};
 use serde::Serialize;
 
 use crate::dataset::{self, SeriesKey, TimeRange};
-use crate::indicators::{Indicator, IndicatorFunction};
 use crate::metrics::{MetricInputs, Metrics, compute_metrics, drawdown_curve};
 use crate::orders::OrderOptions;
+use crate::signals::CrossingRule;
 use crate::simulate::{
     Direction, SignalColumns, SignalMode, SimulationConfig, TradeRecord, simulate,
 };
@@ -218,169 +216,7 @@ pub async fn signal_plan(
             let plan = expression::plan_conditions(ctx, bars, &conditions.present())?;
             Ok(plan.sort(vec![col("open_time").sort(true, false)])?)
         }
-        strategy => signal_rule(strategy)?.plan(bars),
-    }
-}
-
-fn period_literal(period: usize) -> Expr {
-    lit(i64::try_from(period).unwrap_or(i64::MAX))
-}
-
-/// Orders a window function call by open time over the whole series.
-fn window(call: Expr) -> Result<Expr> {
-    Ok(call
-        .order_by(vec![col("open_time").sort(true, false)])
-        .build()?)
-}
-
-/// Returns `indicator(close, parameters...) OVER (ORDER BY open_time)`.
-fn indicator_of_close(indicator: Indicator, parameters: Vec<Expr>) -> Result<Expr> {
-    let mut arguments = vec![col("close")];
-    arguments.extend(parameters);
-    window(WindowUDF::from(IndicatorFunction::new(indicator)).call(arguments))
-}
-
-/// A strategy as crossings: long when `long_a` crosses above `long_b`, short when `short_a`
-/// crosses below `short_b`. Operands are expressions over `close` and the indicator columns.
-struct SignalRule {
-    indicators: Vec<(Expr, &'static str)>,
-    long: (Expr, Expr),
-    short: (Expr, Expr),
-}
-
-fn signal_rule(strategy: &StrategySpec) -> Result<SignalRule> {
-    let rule = match *strategy {
-        StrategySpec::SmaCrossover {
-            fast_period,
-            slow_period,
-        }
-        | StrategySpec::EmaCrossover {
-            fast_period,
-            slow_period,
-        } => {
-            let indicator = if matches!(strategy, StrategySpec::SmaCrossover { .. }) {
-                Indicator::Sma
-            } else {
-                Indicator::Ema
-            };
-            SignalRule {
-                indicators: vec![
-                    (
-                        indicator_of_close(indicator, vec![period_literal(fast_period)])?,
-                        "fast",
-                    ),
-                    (
-                        indicator_of_close(indicator, vec![period_literal(slow_period)])?,
-                        "slow",
-                    ),
-                ],
-                long: (col("fast"), col("slow")),
-                short: (col("fast"), col("slow")),
-            }
-        }
-        StrategySpec::Rsi {
-            period,
-            oversold,
-            overbought,
-        } => SignalRule {
-            indicators: vec![(
-                indicator_of_close(Indicator::Rsi, vec![period_literal(period)])?,
-                "rsi",
-            )],
-            long: (col("rsi"), lit(oversold)),
-            short: (col("rsi"), lit(overbought)),
-        },
-        StrategySpec::Macd {
-            fast_period,
-            slow_period,
-            signal_period,
-        } => {
-            let parameters = || {
-                vec![
-                    period_literal(fast_period),
-                    period_literal(slow_period),
-                    period_literal(signal_period),
-                ]
-            };
-            SignalRule {
-                indicators: vec![
-                    (indicator_of_close(Indicator::Macd, parameters())?, "macd"),
-                    (
-                        indicator_of_close(Indicator::MacdSignal, parameters())?,
-                        "macd_signal",
-                    ),
-                ],
-                long: (col("macd"), col("macd_signal")),
-                short: (col("macd"), col("macd_signal")),
-            }
-        }
-        StrategySpec::Expression(_) => {
-            return Err(Error::Internal(
-                "expression strategies are planned by the expression module".to_string(),
-            ));
-        }
-        StrategySpec::BollingerBands { period, std_dev } => {
-            let parameters = || vec![period_literal(period), lit(std_dev)];
-            SignalRule {
-                indicators: vec![
-                    (
-                        indicator_of_close(Indicator::BollingerLower, parameters())?,
-                        "lower",
-                    ),
-                    (
-                        indicator_of_close(Indicator::BollingerUpper, parameters())?,
-                        "upper",
-                    ),
-                ],
-                long: (col("close"), col("lower")),
-                short: (col("close"), col("upper")),
-            }
-        }
-    };
-    Ok(rule)
-}
-
-impl SignalRule {
-    /// Adds `long_signal` and `short_signal` columns to the bars: each crossing needs both
-    /// operands on this bar and on the previous one.
-    fn plan(self, bars: DataFrame) -> Result<DataFrame> {
-        let bar_columns = || {
-            vec![
-                col("open_time"),
-                col("open"),
-                col("high"),
-                col("low"),
-                col("close"),
-            ]
-        };
-        let mut columns = bar_columns();
-        columns.extend(
-            self.indicators
-                .into_iter()
-                .map(|(expr, name)| expr.alias(name)),
-        );
-        let with_indicators = bars.select(columns)?;
-
-        let operands = [self.long.0, self.long.1, self.short.0, self.short.1];
-        let mut columns = bar_columns();
-        for (index, operand) in operands.iter().enumerate() {
-            columns.push(operand.clone().alias(format!("now_{index}")));
-            columns.push(
-                window(lag(operand.clone(), Some(1), None))?.alias(format!("before_{index}")),
-            );
-        }
-        let with_previous = with_indicators.select(columns)?;
-
-        let now = |index: usize| col(format!("now_{index}"));
-        let before = |index: usize| col(format!("before_{index}"));
-        let crosses_above = now(0).gt(now(1)).and(before(0).lt_eq(before(1)));
-        let crosses_below = now(2).lt(now(3)).and(before(2).gt_eq(before(3)));
-        let mut columns = bar_columns();
-        columns.push(crosses_above.is_true().alias("long_signal"));
-        columns.push(crosses_below.is_true().alias("short_signal"));
-        Ok(with_previous
-            .select(columns)?
-            .sort(vec![col("open_time").sort(true, false)])?)
+        strategy => CrossingRule::of(strategy)?.plan(bars),
     }
 }
 

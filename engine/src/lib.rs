@@ -19,8 +19,10 @@ pub mod oracle;
 pub mod orders;
 pub mod plot;
 pub mod resample;
+pub mod signals;
 pub mod simulate;
 pub mod strategy;
+pub mod sweep;
 pub mod time;
 
 use std::path::{Path, PathBuf};
