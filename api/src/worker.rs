@@ -172,6 +172,7 @@ fn outcome_of(report: &BacktestReport) -> (BacktestOutcome, Vec<NewTrade>) {
             pnl: trade.pnl,
             pnl_pct: trade.pnl_pct,
             commission: trade.commission,
+            funding: trade.funding,
             exit_reason: trade.exit_reason.as_str().to_string(),
         })
         .collect();

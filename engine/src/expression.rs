@@ -85,6 +85,12 @@ fn parse_condition(name: &str, text: &str) -> Result<sql::Expr> {
                          and the engine orders it by open_time"
                     ));
                 }
+                if ["lead", "last_value", "nth_value"].contains(&function_name.as_str()) {
+                    return ControlFlow::Break(format!(
+                        "{function_name} reads later bars; use lag(x, k) for the value k bars \
+                         earlier"
+                    ));
+                }
                 if !windowed.contains(function_name.as_str()) {
                     return ControlFlow::Continue(());
                 }

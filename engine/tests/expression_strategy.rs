@@ -155,6 +155,14 @@ async fn invalid_conditions_are_named() {
 }
 
 #[tokio::test]
+async fn look_ahead_names_the_reason() {
+    let (_dir, engine) = engine_with(&FIVE_BARS);
+    let request = request(json!({ "entry_long": "close > lead(close, 1)" }));
+    let error = engine.check_strategy(&request.strategy).unwrap_err();
+    assert!(error.to_string().contains("reads later bars"), "{error}");
+}
+
+#[tokio::test]
 async fn direction_needs_its_entry() {
     let error = request(json!({ "entry_long": "close > 0", "direction": "short" }))
         .validate()

@@ -2,13 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use duckdb::{Connection, OptionalExt, Row, params};
-use tracing::info;
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::{info, warn};
 
 use crate::equity::{check_equity, insert_equity};
 use crate::error::{Error, Result};
 use crate::model::{
-    Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, EquityPoint, NewBacktest, NewTrade,
-    Page, check_json_object,
+    Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, EquityPoint, ExtendedMetrics,
+    NewBacktest, NewTrade, Page, check_json_object,
 };
 use crate::store::{Store, optional_timestamp, page_bound, timestamp};
 use crate::trades::{check_trades, insert_trades};
@@ -338,9 +340,24 @@ fn check_amount(field: &'static str, value: f64, zero_allowed: bool) -> Result<(
     })
 }
 
+/// Reads the flat metrics out of a stored `metrics` object. A missing key reads as `None`.
+/// A key with a value of the wrong type leaves every flat metric `None` and logs a warning,
+/// so that the backtest itself still reads.
+fn extended_metrics(id: i64, metrics: Option<&Value>) -> ExtendedMetrics {
+    let Some(metrics) = metrics else {
+        return ExtendedMetrics::default();
+    };
+    ExtendedMetrics::deserialize(metrics).unwrap_or_else(|error| {
+        warn!(backtest_id = id, %error, "ignoring a malformed metrics object");
+        ExtendedMetrics::default()
+    })
+}
+
 fn backtest_from_row(row: &Row<'_>) -> duckdb::Result<Backtest> {
+    let id = row.get("id")?;
+    let metrics: Option<Value> = row.get("metrics")?;
     Ok(Backtest {
-        id: row.get("id")?,
+        id,
         strategy_id: row.get("strategy_id")?,
         symbol: row.get("symbol")?,
         timeframe: row.get("timeframe")?,
@@ -363,7 +380,8 @@ fn backtest_from_row(row: &Row<'_>) -> duckdb::Result<Backtest> {
         win_rate: row.get("win_rate")?,
         sharpe_ratio: row.get("sharpe_ratio")?,
         max_drawdown: row.get("max_drawdown")?,
-        metrics: row.get("metrics")?,
+        extended: extended_metrics(id, metrics.as_ref()),
+        metrics,
         params: row.get("params")?,
         engine_version: row.get("engine_version")?,
         data_start: row.get("data_start")?,

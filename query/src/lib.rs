@@ -16,8 +16,8 @@ mod trades;
 pub use error::{Error, Result};
 pub use model::{
     Backtest, BacktestFilter, BacktestOrder, BacktestOutcome, BacktestStatus, DEFAULT_LIMIT,
-    EquityPoint, NewBacktest, NewStrategy, NewTrade, Page, Strategy, StrategyFilter, TRADE_SIDES,
-    Trade, TradeFilter,
+    EquityPoint, ExtendedMetrics, NewBacktest, NewStrategy, NewTrade, Page, Strategy,
+    StrategyFilter, TRADE_SIDES, Trade, TradeFilter,
 };
 pub use schema::LATEST_SCHEMA_VERSION;
 pub use store::Store;

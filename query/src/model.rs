@@ -160,7 +160,10 @@ pub struct Backtest {
     pub win_rate: Option<f64>,
     pub sharpe_ratio: Option<f64>,
     pub max_drawdown: Option<f64>,
-    /// Metrics beyond the flat fields above, as a JSON object.
+    /// The metrics of `metrics`, which the JSON also returns as flat fields.
+    #[serde(flatten)]
+    pub extended: ExtendedMetrics,
+    /// Metrics beyond the flat columns above, and the bar count, as a JSON object.
     pub metrics: Option<Value>,
     /// Resolved parameters the engine ran with.
     pub params: Option<Value>,
@@ -169,6 +172,47 @@ pub struct Backtest {
     pub data_start: Option<DateTime<Utc>>,
     /// Open time of the last bar the engine read.
     pub data_end: Option<DateTime<Utc>>,
+}
+
+/// Metrics of a completed backtest that the store keeps in the `metrics` JSON column and
+/// [`Backtest`] also serializes as flat fields.
+///
+/// Every field is `None` until the backtest completes, and also where the metric has no
+/// defined value (`docs/backtesting.md` lists when). Percentages are in percent (12.5 means
+/// 12.5 %).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExtendedMetrics {
+    /// Bars the engine read, as a count.
+    pub bars: Option<i64>,
+    /// Ratio of the mean per-bar return to its downside deviation, annualized.
+    pub sortino_ratio: Option<f64>,
+    /// Ratio of the annualized return to the maximum drawdown, both as fractions.
+    pub calmar_ratio: Option<f64>,
+    /// Ratio of the sum of positive trade pnl to minus the sum of negative trade pnl.
+    pub profit_factor: Option<f64>,
+    /// Mean pnl per trade, in quote currency.
+    pub expectancy: Option<f64>,
+    /// Mean `pnl_pct` of the trades, in percent.
+    pub avg_trade_pct: Option<f64>,
+    /// Largest positive trade pnl, in quote currency.
+    pub largest_win: Option<f64>,
+    /// Most negative trade pnl, in quote currency (a negative number).
+    pub largest_loss: Option<f64>,
+    /// Length of the longest drawdown, in bars.
+    pub max_drawdown_duration_bars: Option<i64>,
+    /// Length of the longest drawdown, in seconds of bar open time.
+    pub max_drawdown_duration_seconds: Option<i64>,
+    /// Bars whose close found a position open, in percent of all bars.
+    pub exposure_pct: Option<f64>,
+    /// `(last close / first open - 1) x 100`, in percent.
+    pub buy_and_hold_return: Option<f64>,
+    /// Commission of every fill, in quote currency.
+    pub total_commission: Option<f64>,
+    /// Funding paid by all trades, in quote currency (negative when received).
+    pub total_funding: Option<f64>,
+    /// Trades closed by liquidation, as a count.
+    pub liquidations: Option<i64>,
 }
 
 /// Fields of a backtest to queue.
@@ -317,6 +361,8 @@ pub struct NewTrade {
     pub pnl: f64,
     pub pnl_pct: f64,
     pub commission: f64,
+    /// Funding paid while the position was open, in quote currency (negative when received).
+    pub funding: f64,
     pub exit_reason: String,
 }
 
@@ -335,6 +381,8 @@ pub struct Trade {
     pub pnl: f64,
     pub pnl_pct: f64,
     pub commission: f64,
+    /// Funding paid while the position was open, in quote currency (negative when received).
+    pub funding: f64,
     pub exit_reason: String,
     pub created_at: DateTime<Utc>,
 }

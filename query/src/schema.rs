@@ -101,6 +101,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         );
     ",
     },
+    Migration {
+        version: 3,
+        // Funding each trade paid, in quote currency. The default fills the rows of trades
+        // stored before the engine charged funding.
+        sql: "
+        ALTER TABLE trades ADD COLUMN funding DOUBLE NOT NULL DEFAULT 0;
+    ",
+    },
 ];
 
 /// Version of the newest migration, which a fully migrated database reports.

@@ -77,7 +77,7 @@ pub(crate) fn insert_trades(
             .iter()
             .map(|trade| (timestamp(trade.entry_time), timestamp(trade.exit_time)))
             .collect();
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 12);
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 13);
         for (trade, (entry_time, exit_time)) in chunk.iter().zip(&times) {
             values.extend([
                 &backtest_id as &dyn ToSql,
@@ -90,15 +90,17 @@ pub(crate) fn insert_trades(
                 &trade.pnl,
                 &trade.pnl_pct,
                 &trade.commission,
+                &trade.funding,
                 &trade.exit_reason,
                 &created_at,
             ]);
         }
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
         connection.execute(
             &format!(
                 "INSERT INTO trades (backtest_id, entry_time, exit_time, side, entry_price,
-                     exit_price, quantity, pnl, pnl_pct, commission, exit_reason, created_at)
+                     exit_price, quantity, pnl, pnl_pct, commission, funding, exit_reason,
+                     created_at)
                  VALUES {rows}"
             ),
             values.as_slice(),
@@ -120,6 +122,7 @@ fn trade_from_row(row: &Row<'_>) -> duckdb::Result<Trade> {
         pnl: row.get("pnl")?,
         pnl_pct: row.get("pnl_pct")?,
         commission: row.get("commission")?,
+        funding: row.get("funding")?,
         exit_reason: row.get("exit_reason")?,
         created_at: row.get("created_at")?,
     })

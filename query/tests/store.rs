@@ -7,7 +7,8 @@ use std::thread;
 
 use bst_query::{
     Backtest, BacktestFilter, BacktestOrder, BacktestOutcome, BacktestStatus, EquityPoint, Error,
-    LATEST_SCHEMA_VERSION, NewBacktest, NewStrategy, NewTrade, Store, StrategyFilter, TradeFilter,
+    ExtendedMetrics, LATEST_SCHEMA_VERSION, NewBacktest, NewStrategy, NewTrade, Store,
+    StrategyFilter, TradeFilter,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
@@ -79,6 +80,7 @@ fn new_trade(entry_minute: i64, side: &str, pnl: f64) -> NewTrade {
         pnl,
         pnl_pct: pnl / 42_000.5,
         commission: 0.25,
+        funding: pnl / 100.0,
         exit_reason: "take_profit".to_owned(),
     }
 }
@@ -163,7 +165,8 @@ fn reopen_adds_equity_table_to_version_1() {
     let connection = duckdb::Connection::open(&path).unwrap();
     connection
         .execute_batch(
-            "DROP TABLE equity_points; DELETE FROM schema_migrations WHERE version >= 2;",
+            "DROP TABLE equity_points; ALTER TABLE trades DROP COLUMN funding; \
+             DELETE FROM schema_migrations WHERE version >= 2;",
         )
         .unwrap();
     drop(connection);
@@ -180,6 +183,106 @@ fn reopen_adds_equity_table_to_version_1() {
         .complete_backtest(backtest.id, &outcome(0.1, None), &[], &curve, at(2))
         .unwrap();
     assert_eq!(store.equity_curve(backtest.id).unwrap(), curve);
+}
+
+#[test]
+fn reopen_adds_trade_funding_to_version_2() {
+    let (dir, store) = open_store();
+    let path = dir.path().join(DB_FILE);
+    let strategy = store
+        .create_strategy(&new_strategy("kept", "trend", true))
+        .unwrap();
+    let backtest = store
+        .create_backtest(&new_backtest(strategy.id, "BTCUSDT"), at(0))
+        .unwrap();
+    store.claim_backtest(backtest.id, at(1)).unwrap().unwrap();
+    let trades = [new_trade(60, "long", 12.5)];
+    store
+        .complete_backtest(backtest.id, &outcome(0.1, None), &trades, &[], at(2))
+        .unwrap();
+    drop(store);
+
+    // Turn the file back into a version 2 database, whose trades had no funding column.
+    let connection = duckdb::Connection::open(&path).unwrap();
+    connection
+        .execute_batch(
+            "ALTER TABLE trades DROP COLUMN funding; \
+             DELETE FROM schema_migrations WHERE version >= 3;",
+        )
+        .unwrap();
+    drop(connection);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA_VERSION);
+    drop(store);
+    let connection = duckdb::Connection::open(&path).unwrap();
+    let nullable: String = connection
+        .query_row(
+            "SELECT is_nullable FROM information_schema.columns
+             WHERE table_name = 'trades' AND column_name = 'funding'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(nullable, "NO");
+    drop(connection);
+
+    let store = Store::open(&path).unwrap();
+    let stored = store
+        .list_trades(backtest.id, &TradeFilter::default())
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].funding, 0.0);
+    assert_eq!(stored[0].pnl, 12.5);
+
+    let next = store
+        .create_backtest(&new_backtest(strategy.id, "BTCUSDT"), at(3))
+        .unwrap();
+    store.claim_backtest(next.id, at(4)).unwrap().unwrap();
+    store
+        .complete_backtest(next.id, &outcome(0.1, None), &trades, &[], at(5))
+        .unwrap();
+    let stored = store.list_trades(next.id, &TradeFilter::default()).unwrap();
+    assert_eq!(stored[0].funding, trades[0].funding);
+}
+
+#[test]
+fn backtest_json_has_flat_metrics() {
+    let (_dir, store) = open_store();
+    let strategy = store
+        .create_strategy(&new_strategy("s", "trend", true))
+        .unwrap();
+    let backtest = store
+        .create_backtest(&new_backtest(strategy.id, "BTCUSDT"), at(0))
+        .unwrap();
+    let queued = serde_json::to_value(&backtest).unwrap();
+    for field in ["sortino_ratio", "bars", "liquidations", "total_funding"] {
+        assert_eq!(queued.get(field), Some(&Value::Null), "{field}");
+    }
+
+    store.claim_backtest(backtest.id, at(1)).unwrap().unwrap();
+    let mut results = outcome(0.1, None);
+    results.metrics = json!({
+        "bars": 1440,
+        "sortino_ratio": 1.25,
+        "calmar_ratio": null,
+        "max_drawdown_duration_seconds": 3600,
+        "liquidations": 2,
+        "total_funding": -0.75
+    });
+    let completed = store
+        .complete_backtest(backtest.id, &results, &[], &[], at(2))
+        .unwrap();
+    let json = serde_json::to_value(&completed).unwrap();
+
+    assert_eq!(json["bars"], json!(1440));
+    assert_eq!(json["sortino_ratio"], json!(1.25));
+    assert_eq!(json["calmar_ratio"], Value::Null);
+    assert_eq!(json["max_drawdown_duration_seconds"], json!(3600));
+    assert_eq!(json["liquidations"], json!(2));
+    assert_eq!(json["total_funding"], json!(-0.75));
+    assert_eq!(json["profit_factor"], Value::Null);
+    assert_eq!(json["metrics"], results.metrics);
 }
 
 #[test]
@@ -474,6 +577,7 @@ fn backtest_create_and_get() {
     assert_eq!(created.final_capital, None);
     assert_eq!(created.total_trades, None);
     assert_eq!(created.metrics, None);
+    assert_eq!(created.extended, ExtendedMetrics::default());
     assert_eq!(created.params, None);
     assert_eq!(created.engine_version, None);
     assert_eq!(created.data_start, None);
@@ -895,6 +999,13 @@ fn complete_stores_metrics_and_trades() {
         completed.metrics,
         Some(json!({"profit_factor": 2.5, "avg_trade_pnl": 31.25}))
     );
+    assert_eq!(
+        completed.extended,
+        ExtendedMetrics {
+            profit_factor: Some(2.5),
+            ..ExtendedMetrics::default()
+        }
+    );
     assert_eq!(completed.params, Some(json!({"fast": 12, "slow": 30})));
     assert_eq!(
         completed.engine_version.as_deref(),
@@ -924,6 +1035,7 @@ fn complete_stores_metrics_and_trades() {
         assert_eq!(trade.pnl, input.pnl);
         assert_eq!(trade.pnl_pct, input.pnl_pct);
         assert_eq!(trade.commission, input.commission);
+        assert_eq!(trade.funding, input.funding);
         assert_eq!(trade.exit_reason, input.exit_reason);
         assert_eq!(trade.created_at, at(9));
     }

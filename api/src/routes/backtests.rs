@@ -83,6 +83,8 @@ pub(crate) struct TradeView {
     exit_price: f64,
     quantity: f64,
     commission: f64,
+    /// Funding paid while the position was open, in quote currency (negative when received).
+    funding: f64,
     exit_reason: String,
     created_at: DateTime<Utc>,
 }
@@ -105,6 +107,7 @@ impl From<Trade> for TradeView {
             exit_price: trade.exit_price,
             quantity: trade.quantity,
             commission: trade.commission,
+            funding: trade.funding,
             exit_reason: trade.exit_reason,
             created_at: trade.created_at,
         }

@@ -3,7 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use bst_engine::StrategySpec;
 use bst_engine::orders::strategy_and_orders;
+use bst_engine::simulate::Direction;
 use bst_query::{NewStrategy, Page, Strategy, StrategyFilter};
 use serde::Deserialize;
 use serde_json::Value;
@@ -72,12 +74,13 @@ pub(crate) async fn create(
         )));
     }
     // The config must describe a strategy the engine can run, defaults filling the gaps.
-    let (strategy, _) = strategy_and_orders(&body.strategy_type, &config)
+    let (strategy, orders) = strategy_and_orders(&body.strategy_type, &config)
         .map_err(|error| ApiError::unprocessable(error.to_string()))?;
     state
         .engine
         .check_strategy(&strategy)
         .map_err(|error| ApiError::unprocessable(error.to_string()))?;
+    check_entries(&strategy, orders.direction)?;
 
     let new = NewStrategy {
         name,
@@ -90,6 +93,37 @@ pub(crate) async fn create(
         .with_store(move |store| store.create_strategy(&new))
         .await?;
     Ok((StatusCode::CREATED, Json(strategy)))
+}
+
+/// Rejects an expression strategy that lacks an entry condition its `direction` uses. A
+/// backtest checks the same rule on its merged config, because its own `config` can change
+/// the direction.
+fn check_entries(strategy: &StrategySpec, direction: Direction) -> ApiResult<()> {
+    let StrategySpec::Expression(conditions) = strategy else {
+        return Ok(());
+    };
+    let required = [
+        (
+            "entry_long",
+            direction != Direction::Short,
+            &conditions.entry_long,
+        ),
+        (
+            "entry_short",
+            direction != Direction::Long,
+            &conditions.entry_short,
+        ),
+    ];
+    for (name, needed, condition) in required {
+        if needed && condition.is_none() {
+            return Err(ApiError::unprocessable(format!(
+                "invalid config: direction {} needs an {name} condition; add {name} or change \
+                 direction",
+                direction.as_str()
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn get(

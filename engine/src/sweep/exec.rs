@@ -60,14 +60,18 @@ pub(crate) struct SharedColumns {
     pub high: Vec<f64>,
     pub low: Vec<f64>,
     pub close: Vec<f64>,
-    pub indicators: Vec<Vec<Option<f64>>>,
+    /// Indicator columns as the plan produced them, null during warm-up.
+    pub indicators: Vec<Float64Array>,
 }
 
 impl SharedColumns {
     fn value(&self, source: Source, bar: usize) -> Option<f64> {
         match source {
             Source::Close => Some(self.close[bar]),
-            Source::Column(index) => self.indicators[index][bar],
+            Source::Column(index) => {
+                let column = &self.indicators[index];
+                column.is_valid(bar).then(|| column.value(bar))
+            }
             Source::Level(level) => Some(level),
         }
     }
@@ -355,12 +359,7 @@ async fn collect_shared(
     };
     let mut indicators = Vec::with_capacity(indicator_columns.len());
     for name in indicator_columns.iter() {
-        let array: &Float64Array = column(name)?.as_primitive::<Float64Type>();
-        indicators.push(
-            (0..array.len())
-                .map(|row| array.is_valid(row).then(|| array.value(row)))
-                .collect(),
-        );
+        indicators.push(column(name)?.as_primitive::<Float64Type>().clone());
     }
     Ok(Arc::new(SharedColumns {
         open_time_ms: column("open_time")?
