@@ -24,8 +24,9 @@ pub fn all_indicators() -> Vec<WindowUDF> {
 /// row with a null input yields null and restarts the warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Indicator {
-    /// `sma(value, n)`: the mean of the last n values. Each window is summed afresh from its
-    /// oldest to its newest value, so no rounding error accumulates along the series.
+    /// `sma(value, n)`: the mean of the last n values, from TA-Lib's running total: each row
+    /// adds its value, divides, then subtracts the oldest value of the window. The cost is
+    /// one pass whatever n is, which matters for sweeps over long periods.
     Sma,
     /// `ema(value, n)`: exponential average with alpha 2 / (n + 1), seeded at row n - 1 by
     /// the SMA of the first n values.
@@ -316,12 +317,17 @@ impl PartitionEvaluator for IndicatorEvaluator {
 }
 
 fn simple_moving_average(values: &[f64], period: usize) -> Vec<Option<f64>> {
-    (0..values.len())
-        .map(|row| {
-            let start = (row + 1).checked_sub(period)?;
-            Some(values[start..=row].iter().sum::<f64>() / period as f64)
-        })
-        .collect()
+    let mut output = vec![None; values.len()];
+    if period == 0 || values.len() < period {
+        return output;
+    }
+    let mut total: f64 = values[..period - 1].iter().sum();
+    for row in period - 1..values.len() {
+        total += values[row];
+        output[row] = Some(total / period as f64);
+        total -= values[row + 1 - period];
+    }
+    output
 }
 
 fn exponential_moving_average(values: &[f64], period: usize) -> Vec<Option<f64>> {

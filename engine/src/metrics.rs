@@ -153,9 +153,17 @@ pub fn drawdown_curve(equity: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Returns the largest fall from a running peak, in percent of that peak.
+/// Returns the largest fall from a running peak, in percent of that peak: the maximum of
+/// [`drawdown_curve`], computed without storing the curve.
 pub fn max_drawdown_pct(equity: &[f64]) -> Option<f64> {
-    drawdown_curve(equity).into_iter().reduce(f64::max)
+    let mut peak = f64::NEG_INFINITY;
+    equity
+        .iter()
+        .map(|&value| {
+            peak = peak.max(value);
+            (peak - value) / peak * 100.0
+        })
+        .reduce(f64::max)
 }
 
 /// Returns the bars and seconds of the longest run from a peak bar to the first later bar at
@@ -187,23 +195,21 @@ pub fn max_drawdown_duration(equity: &[f64], open_time_ms: &[i64]) -> (u64, i64)
     ((end - start) as u64, seconds)
 }
 
-fn per_bar_returns(equity: &[f64]) -> Vec<f64> {
-    equity
-        .windows(2)
-        .map(|pair| pair[1] / pair[0] - 1.0)
-        .collect()
+/// Returns the per-bar simple returns of an equity curve, computed as they are read so that
+/// a year of 1-minute bars needs no extra buffer.
+fn per_bar_returns(equity: &[f64]) -> impl Iterator<Item = f64> + '_ {
+    equity.windows(2).map(|pair| pair[1] / pair[0] - 1.0)
 }
 
 /// Returns the annualized Sharpe ratio of per-bar simple returns with a zero risk-free rate.
 pub fn sharpe_ratio(equity: &[f64], bars_per_year: f64) -> Option<f64> {
-    let returns = per_bar_returns(equity);
-    if returns.len() < 2 {
+    let returns = equity.len().saturating_sub(1);
+    if returns < 2 {
         return None;
     }
-    let count = returns.len() as f64;
-    let mean = returns.iter().sum::<f64>() / count;
-    let variance = returns
-        .iter()
+    let count = returns as f64;
+    let mean = per_bar_returns(equity).sum::<f64>() / count;
+    let variance = per_bar_returns(equity)
         .map(|value| (value - mean).powi(2))
         .sum::<f64>()
         / (count - 1.0);
@@ -213,14 +219,13 @@ pub fn sharpe_ratio(equity: &[f64], bars_per_year: f64) -> Option<f64> {
 
 /// Returns the annualized Sortino ratio of per-bar simple returns with a zero target.
 pub fn sortino_ratio(equity: &[f64], bars_per_year: f64) -> Option<f64> {
-    let returns = per_bar_returns(equity);
-    if returns.len() < 2 {
+    let returns = equity.len().saturating_sub(1);
+    if returns < 2 {
         return None;
     }
-    let count = returns.len() as f64;
-    let mean = returns.iter().sum::<f64>() / count;
-    let downside = returns
-        .iter()
+    let count = returns as f64;
+    let mean = per_bar_returns(equity).sum::<f64>() / count;
+    let downside = per_bar_returns(equity)
         .map(|value| value.min(0.0).powi(2))
         .sum::<f64>()
         / count;

@@ -293,8 +293,9 @@ pub fn long_only(
 
 /// Computes the simple moving average of `closes` over `period` values.
 ///
-/// The value at index `t` is `None` while `t < period - 1`, and otherwise the sum of
-/// `closes[t + 1 - period..=t]`, added oldest to newest, divided by `period`.
+/// The value at index `t` is `None` while `t < period - 1`. Otherwise it is TA-Lib's running
+/// total divided by `period`: the total starts as the sum of the first `period - 1` closes,
+/// and at each `t` it adds `closes[t]`, is read, then drops `closes[t + 1 - period]`.
 ///
 /// # Panics
 ///
@@ -302,17 +303,16 @@ pub fn long_only(
 pub fn simple_moving_average(closes: &[f64], period: usize) -> Vec<Option<f64>> {
     assert!(period > 0, "SMA period must be at least 1, got 0");
     let mut averages = Vec::with_capacity(closes.len());
+    let mut total = 0.0;
     for t in 0..closes.len() {
         if t + 1 < period {
+            total += closes[t];
             averages.push(None);
             continue;
         }
-        let window = &closes[t + 1 - period..=t];
-        let mut sum = 0.0;
-        for close in window {
-            sum += close;
-        }
-        averages.push(Some(sum / period as f64));
+        total += closes[t];
+        averages.push(Some(total / period as f64));
+        total -= closes[t + 1 - period];
     }
     averages
 }

@@ -397,6 +397,9 @@ impl Account<'_> {
         let Some(open) = self.position else {
             return;
         };
+        if open.stop_loss.is_none() && open.take_profit.is_none() && open.liquidation.is_none() {
+            return;
+        }
         let sign = open.side.sign();
         // `beyond(price, level)`: the price is at or past the level in the position's adverse
         // direction (at or below it for a long).
