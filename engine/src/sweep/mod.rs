@@ -157,8 +157,8 @@ pub struct SweepReport {
     pub cancelled: bool,
     /// Bars in the range.
     pub bars: usize,
-    /// Deflated Sharpe ratio of the best combination given the combinations evaluated, a
-    /// probability from 0 to 1; `None` when not defined.
+    /// Deflated Sharpe ratio of the best combination, a probability from 0 to 1. The trials
+    /// are the evaluated combinations that have a Sharpe ratio. `None` when not defined.
     pub deflated_sharpe_ratio: Option<f64>,
     /// Wall time of the sweep, planning and evaluation, in seconds.
     pub seconds: f64,
@@ -348,7 +348,12 @@ pub async fn run_sweep(
         return Err(dataset::no_data(&request.series, &request.range));
     };
     let total = params.len() as u64;
-    let mut metrics: Vec<Option<Value>> = vec![None; params.len()];
+    // Only the best `top` results are kept (plus a slack that amortizes re-ranking), and one
+    // Sharpe ratio per combination for the deflated Sharpe ratio, so memory grows slowly with
+    // the number of combinations.
+    let keep = (request.top > 0).then(|| request.top.max(256) * 4);
+    let mut ranked: Vec<(usize, SweepResult)> = Vec::new();
+    let mut sharpe_ratios: Vec<f64> = Vec::new();
     let mut evaluated = 0;
     if total > 0 {
         let plan = sweep_plan(
@@ -364,8 +369,20 @@ pub async fn run_sweep(
             let batch = batch?;
             let indexes = batch.column(0).as_primitive::<UInt64Type>();
             for row in 0..batch.num_rows() {
-                metrics[indexes.value(row) as usize] = Some(metrics_of_row(&batch, row));
+                let index = indexes.value(row) as usize;
+                let result = SweepResult {
+                    params: params[index].clone(),
+                    metrics: metrics_of_row(&batch, row),
+                };
+                sharpe_ratios.extend(metric_value(&result, "sharpe_ratio"));
+                ranked.push((index, result));
                 evaluated += 1;
+            }
+            if let Some(keep) = keep
+                && ranked.len() > keep
+            {
+                rank(&mut ranked, &request.metric);
+                ranked.truncate(request.top);
             }
             if let Some(progress) = &control.progress {
                 progress(evaluated, total);
@@ -374,20 +391,17 @@ pub async fn run_sweep(
     }
     let cancelled = control.cancel.load(Ordering::Relaxed) && evaluated < total;
 
-    let mut results: Vec<SweepResult> = params
-        .into_iter()
-        .zip(metrics)
-        .filter_map(|(params, metrics)| metrics.map(|metrics| SweepResult { params, metrics }))
-        .collect();
-    rank(&mut results, &request.metric);
-    let deflated_sharpe_ratio = if cancelled {
-        None
-    } else {
-        deflated_sharpe_of_best(ctx, data_dir, request, &results).await?
-    };
+    rank(&mut ranked, &request.metric);
     if request.top > 0 {
-        results.truncate(request.top);
+        ranked.truncate(request.top);
     }
+    let results: Vec<SweepResult> = ranked.into_iter().map(|(_, result)| result).collect();
+    let deflated_sharpe_ratio = match results.first() {
+        Some(best) if !cancelled => {
+            deflated_sharpe_of_best(ctx, data_dir, request, best, &sharpe_ratios).await?
+        }
+        _ => None,
+    };
     Ok(SweepReport {
         results,
         metric: request.metric.clone(),
@@ -425,11 +439,12 @@ pub fn metric_value(result: &SweepResult, metric: &str) -> Option<f64> {
     result.metrics.get(metric).and_then(Value::as_f64)
 }
 
-/// Sorts results best first by `metric`, nulls last, ties in their original order.
-fn rank(results: &mut [SweepResult], metric: &str) {
+/// Sorts results best first by `metric`, nulls last, ties by combination index, so the
+/// order does not depend on which partition finished first.
+fn rank(results: &mut [(usize, SweepResult)], metric: &str) {
     let lower_first = lower_is_better(metric);
-    results.sort_by(
-        |a, b| match (metric_value(a, metric), metric_value(b, metric)) {
+    results.sort_by(|(a_index, a), (b_index, b)| {
+        let by_metric = match (metric_value(a, metric), metric_value(b, metric)) {
             (Some(a), Some(b)) => {
                 let order = a.total_cmp(&b);
                 if lower_first { order } else { order.reverse() }
@@ -437,29 +452,27 @@ fn rank(results: &mut [SweepResult], metric: &str) {
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
-        },
-    );
+        };
+        by_metric.then(a_index.cmp(b_index))
+    });
 }
 
-/// Computes the deflated Sharpe ratio of the first (best) result: the variance of the
-/// per-bar Sharpe ratios over all results, and the moments of the best one's returns from a
-/// single backtest of it.
+/// Computes the deflated Sharpe ratio of the best result: the variance of the per-bar Sharpe
+/// ratios of every evaluated combination (`sharpe_ratios`, annualized), and the moments of
+/// the best one's returns from a single backtest of it.
 async fn deflated_sharpe_of_best(
     ctx: &SessionContext,
     data_dir: &Path,
     request: &SweepRequest,
-    results: &[SweepResult],
+    best: &SweepResult,
+    sharpe_ratios: &[f64],
 ) -> Result<Option<f64>> {
-    let Some(best) = results.first() else {
-        return Ok(None);
-    };
     let Some(best_sharpe) = metric_value(best, "sharpe_ratio") else {
         return Ok(None);
     };
     let annualization = request.series.timeframe.bars_per_year().sqrt();
-    let per_bar: Vec<f64> = results
+    let per_bar: Vec<f64> = sharpe_ratios
         .iter()
-        .filter_map(|result| metric_value(result, "sharpe_ratio"))
         .map(|sharpe| sharpe / annualization)
         .collect();
     let count = per_bar.len() as f64;
@@ -485,7 +498,7 @@ async fn deflated_sharpe_of_best(
     };
     Ok(deflated::deflated_sharpe_ratio(
         best_sharpe / annualization,
-        results.len(),
+        per_bar.len(),
         variance,
         returns.len(),
         skewness,
