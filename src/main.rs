@@ -1,6 +1,7 @@
 //! `bst`: the command-line entry point. It parses flags and wires the crates together.
 
 mod bybit_cmd;
+mod flight_cmd;
 mod ingest_cmd;
 mod plot_cmd;
 mod resample_cmd;
@@ -136,6 +137,8 @@ struct ServeArgs {
     /// Default: the number of CPU cores.
     #[arg(long, env = "BST_WORKERS")]
     workers: Option<usize>,
+    #[command(flatten)]
+    flight: flight_cmd::FlightArgs,
     #[command(flatten)]
     data: DataDirArg,
 }
@@ -320,26 +323,33 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
     ingest_cmd::load_samples_into_empty(&data_dir)?;
 
     let store = bst_query::Store::open(&data_dir.join("meta.duckdb"))?;
-    let engine = Engine::open(&data_dir)?;
+    let engine = Engine::open_with_memory_limit(&data_dir, args.flight.memory_limit)?;
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("failed to listen on {addr}"))?;
-    let shutdown = async {
+    let api_keys = flight_cmd::api_keys();
+    let flight_listener =
+        flight_cmd::bind_flight(&args.flight.flight_addr, api_keys.is_some()).await?;
+    // The REST server's shutdown future also stops the Flight server.
+    let (stop_sender, stop_receiver) = tokio::sync::watch::channel(());
+    let shutdown = async move {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "failed to listen for Ctrl-C; stop the server with a signal");
             std::future::pending::<()>().await;
         }
         tracing::info!("shutting down");
+        let _ = stop_sender.send(());
     };
-    bst_api::serve(
-        bst_api::AppState::new(store, engine),
-        listener,
-        workers,
-        shutdown,
-    )
-    .await?;
+    let state = bst_api::AppState::new(store, engine);
+    let flight = bst_api::flight::serve_flight(
+        state.clone(),
+        flight_listener,
+        api_keys,
+        flight_cmd::stopped(stop_receiver),
+    );
+    tokio::try_join!(bst_api::serve(state, listener, workers, shutdown), flight)?;
     Ok(())
 }

@@ -64,6 +64,8 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("BST_DATASETS_DIR")
+            // A free Flight port, so that servers of parallel tests do not collide.
+            .env("BST_FLIGHT_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -55,7 +55,8 @@ impl From<bst_query::Error> for ApiError {
         match error {
             bst_query::Error::NotFound { entity, id } => ApiError::not_found(entity, id),
             bst_query::Error::InvalidValue { .. } => ApiError::unprocessable(error.to_string()),
-            bst_query::Error::InvalidTransition { .. } => ApiError {
+            bst_query::Error::InvalidTransition { .. }
+            | bst_query::Error::InvalidOptimizationTransition { .. } => ApiError {
                 status: StatusCode::CONFLICT,
                 detail: error.to_string(),
             },

@@ -9,12 +9,15 @@
 
 pub mod error;
 pub mod extract;
+pub mod flight;
+pub mod live;
+pub mod optimization_worker;
 mod routes;
 pub mod state;
 pub mod worker;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
@@ -40,7 +43,21 @@ pub fn router(state: AppState) -> Router {
             "/backtests/{id}/equity.svg",
             get(routes::equity::equity_chart),
         )
+        .route(
+            "/optimizations",
+            get(routes::optimizations::list).post(routes::optimizations::create),
+        )
+        .route("/optimizations/{id}", get(routes::optimizations::get))
+        .route(
+            "/optimizations/{id}/results",
+            get(routes::optimizations::results),
+        )
+        .route(
+            "/optimizations/{id}/cancel",
+            post(routes::optimizations::cancel),
+        )
         .route("/marketdata/bybit/klines", get(routes::marketdata::klines))
+        .route("/live", get(live::route::live))
         .fallback(not_found);
     Router::new()
         .nest("/api/v1", api)
@@ -92,6 +109,17 @@ pub async fn serve(
             "backtests left running by an earlier process were queued again"
         );
     }
+    let requeued = state
+        .with_store(|store| store.requeue_running_optimizations())
+        .await
+        .map_err(|error| std::io::Error::other(error.detail))?;
+    if requeued > 0 {
+        tracing::info!(
+            requeued,
+            "optimizations left running by an earlier process were queued again"
+        );
+    }
+    let (state, live_tasks) = live::start_from_env(state).map_err(std::io::Error::other)?;
     let worker_handles = worker::spawn_workers(&state, workers);
     match listener.local_addr() {
         Ok(address) => tracing::info!(%address, workers, "serving the REST API"),
@@ -100,7 +128,7 @@ pub async fn serve(
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    for handle in worker_handles {
+    for handle in worker_handles.into_iter().chain(live_tasks) {
         handle.abort();
     }
     result

@@ -7,14 +7,18 @@ use bst_query::Store;
 use tokio::sync::Notify;
 
 use crate::error::ApiResult;
+use crate::optimization_worker::RunningOptimizations;
 
-/// State shared by handlers and workers: the metadata store, the engine and a signal that
-/// wakes idle workers when a job is queued.
+/// State shared by handlers and workers: the metadata store, the engine, a signal that wakes
+/// idle workers when a job is queued, and the cancel flags of running optimizations.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
     pub engine: Engine,
     pub jobs_queued: Arc<Notify>,
+    pub running_optimizations: RunningOptimizations,
+    /// The bus of `/live`; [`crate::live::start_from_env`] replaces the in-process default.
+    pub live: crate::live::LiveHub,
 }
 
 impl AppState {
@@ -24,6 +28,8 @@ impl AppState {
             store,
             engine,
             jobs_queued: Arc::new(Notify::new()),
+            running_optimizations: RunningOptimizations::default(),
+            live: crate::live::LiveHub::in_process(),
         }
     }
 

@@ -19,7 +19,8 @@ use crate::state::AppState;
 /// was missed (for example a job queued by another process).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Starts `count` workers that run queued backtests until the runtime shuts down.
+/// Starts `count` workers that run queued backtests, and queued optimizations while no
+/// backtest is queued, until the runtime shuts down.
 pub fn spawn_workers(state: &AppState, count: usize) -> Vec<JoinHandle<()>> {
     (0..count)
         .map(|worker| {
@@ -38,6 +39,9 @@ async fn run_worker(state: AppState, worker: usize) {
         match claimed {
             Ok(Some(backtest)) => run_claimed(&state, worker, backtest).await,
             Ok(None) => {
+                if crate::optimization_worker::run_next_optimization(&state, worker).await {
+                    continue;
+                }
                 let _ = tokio::time::timeout(IDLE_POLL, state.jobs_queued.notified()).await;
             }
             Err(error) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bst_ingest::layout::{
     self, KLINE_PARTITION_COLUMNS, KLINES_DIR, kline_schema, kline_series_dir,
 };
+use bst_ingest::tick_writer::{TICK_PARTITION_COLUMNS, TICKS_DIR, tick_schema};
 use bst_ingest::{Category, Kline, Timeframe};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
@@ -107,6 +108,38 @@ pub(crate) fn register_klines(ctx: &SessionContext, data_dir: &Path) -> Result<(
         .with_listing_options(options)
         .with_schema(kline_schema());
     ctx.register_table(KLINES_TABLE, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}
+
+/// Name of the tick table in every engine session.
+pub const TICKS_TABLE: &str = "ticks";
+
+/// Registers the `ticks` listing table over `<data_dir>/ticks`, partitioned by category,
+/// symbol and date, creating the folder when missing. Each file is declared sorted by `ts`.
+pub(crate) fn register_ticks(ctx: &SessionContext, data_dir: &Path) -> Result<()> {
+    let root = data_dir.join(TICKS_DIR);
+    std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+        path: root.clone(),
+        source,
+    })?;
+    let root = root.canonicalize().map_err(|source| Error::Io {
+        path: root.clone(),
+        source,
+    })?;
+    let url = ListingTableUrl::parse(format!("{}/", root.display()))?;
+
+    let partition_columns = TICK_PARTITION_COLUMNS
+        .iter()
+        .map(|name| (name.to_string(), DataType::Utf8))
+        .collect();
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(partition_columns)
+        .with_file_sort_order(vec![vec![col("ts").sort(true, false)]]);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(tick_schema());
+    ctx.register_table(TICKS_TABLE, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }
 

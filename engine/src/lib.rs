@@ -57,13 +57,24 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens the dataset under `data_dir` (creating `klines/` when missing) and registers the
-    /// `klines` table and the indicator functions.
+    /// Opens the dataset under `data_dir` (creating `klines/` and `ticks/` when missing) and
+    /// registers the `klines` and `ticks` tables and the indicator functions.
     ///
     /// # Errors
     ///
     /// I/O errors on the data directory and DataFusion registration errors.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with_memory_limit(data_dir, None)
+    }
+
+    /// Opens the dataset like [`Engine::open`], with the session's memory pool limited to
+    /// `memory_limit` bytes when given. Sorts, joins and aggregates that exceed the pool spill
+    /// to disk or fail with a resources error.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors on the data directory and DataFusion registration errors.
+    pub fn open_with_memory_limit(data_dir: &Path, memory_limit: Option<usize>) -> Result<Self> {
         let config = SessionConfig::new().with_information_schema(true);
         // Imports replace partition files in place and add new folders while the engine
         // runs, so listings, footers and statistics must be read afresh on every query.
@@ -71,22 +82,25 @@ impl Engine {
             .with_list_files_cache_limit(0)
             .with_metadata_cache_limit(0)
             .with_file_statistics_cache_limit(0);
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(caches)
-            .build_arc()?;
+        let mut runtime = RuntimeEnvBuilder::new().with_cache_manager(caches);
+        if let Some(bytes) = memory_limit {
+            runtime = runtime.with_memory_limit(bytes, 1.0);
+        }
+        let runtime = runtime.build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         for function in indicators::all_indicators() {
             ctx.register_udwf(function);
         }
         ctx.register_udaf(exact_sum::exact_sum_udaf());
         dataset::register_klines(&ctx, data_dir)?;
+        dataset::register_ticks(&ctx, data_dir)?;
         Ok(Self {
             ctx,
             data_dir: data_dir.to_path_buf(),
         })
     }
 
-    /// Returns the DataFusion session, with the `klines` table registered.
+    /// Returns the DataFusion session, with the `klines` and `ticks` tables registered.
     pub fn session(&self) -> &SessionContext {
         &self.ctx
     }

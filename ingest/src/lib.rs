@@ -11,6 +11,7 @@
 
 pub mod backfill;
 pub mod bybit_rest;
+pub mod bybit_ws;
 pub mod csv_klines;
 pub mod decimal;
 pub mod error;

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use crate::model::BacktestStatus;
+use crate::optimization_model::OptimizationStatus;
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,14 @@ pub enum Error {
         id: i64,
         from: BacktestStatus,
         to: BacktestStatus,
+    },
+
+    /// The optimization's current status does not allow the requested change.
+    #[error("optimization {id} is {from}, so it cannot become {to}")]
+    InvalidOptimizationTransition {
+        id: i64,
+        from: OptimizationStatus,
+        to: OptimizationStatus,
     },
 
     /// An input value is outside the accepted set or range.

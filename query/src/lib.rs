@@ -8,6 +8,8 @@ mod backtests;
 mod equity;
 mod error;
 mod model;
+mod optimization_model;
+mod optimizations;
 mod schema;
 mod store;
 mod strategies;
@@ -18,6 +20,10 @@ pub use model::{
     Backtest, BacktestFilter, BacktestOrder, BacktestOutcome, BacktestStatus, DEFAULT_LIMIT,
     EquityPoint, ExtendedMetrics, NewBacktest, NewStrategy, NewTrade, Page, Strategy,
     StrategyFilter, TRADE_SIDES, Trade, TradeFilter,
+};
+pub use optimization_model::{
+    NewOptimization, OPTIMIZATION_METHODS, Optimization, OptimizationFilter, OptimizationOutcome,
+    OptimizationParams, OptimizationReport, OptimizationResult, OptimizationStatus,
 };
 pub use schema::LATEST_SCHEMA_VERSION;
 pub use store::Store;

@@ -109,6 +109,60 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         ALTER TABLE trades ADD COLUMN funding DOUBLE NOT NULL DEFAULT 0;
     ",
     },
+    Migration {
+        version: 4,
+        // Parameter sweeps queued over the REST API. The request columns mirror those of
+        // backtests. `config` and `space` are JSON objects, `folds` is a JSON array and
+        // `out_of_sample` a JSON object of a walk-forward. `optimization_results` has one row
+        // per kept combination, written together when the run ends.
+        sql: "
+        CREATE SEQUENCE IF NOT EXISTS optimizations_id_seq START 1;
+        CREATE TABLE IF NOT EXISTS optimizations (
+            id BIGINT PRIMARY KEY DEFAULT nextval('optimizations_id_seq'),
+            strategy_id BIGINT NOT NULL,
+            symbol VARCHAR NOT NULL,
+            timeframe VARCHAR NOT NULL,
+            start_date TIMESTAMP NOT NULL,
+            end_date TIMESTAMP NOT NULL,
+            initial_capital DOUBLE NOT NULL,
+            leverage DOUBLE NOT NULL,
+            commission DOUBLE NOT NULL,
+            config VARCHAR NOT NULL,
+            space VARCHAR NOT NULL,
+            method VARCHAR NOT NULL CHECK (method IN ('grid', 'random', 'walk_forward')),
+            metric VARCHAR NOT NULL,
+            trials UBIGINT NOT NULL,
+            seed UBIGINT NOT NULL,
+            top UBIGINT NOT NULL,
+            train_bars UBIGINT,
+            test_bars UBIGINT,
+            step_bars UBIGINT,
+            status VARCHAR NOT NULL
+                CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
+            error_message VARCHAR,
+            progress DOUBLE NOT NULL DEFAULT 0,
+            evaluated UBIGINT NOT NULL DEFAULT 0,
+            total UBIGINT,
+            tried UBIGINT,
+            skipped UBIGINT,
+            best_params VARCHAR,
+            best_score DOUBLE,
+            deflated_sharpe_ratio DOUBLE,
+            folds VARCHAR,
+            out_of_sample VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            started_at TIMESTAMP,
+            completed_at TIMESTAMP
+        );
+
+        CREATE TABLE IF NOT EXISTS optimization_results (
+            optimization_id BIGINT NOT NULL,
+            rank UBIGINT NOT NULL,
+            params VARCHAR NOT NULL,
+            metrics VARCHAR NOT NULL
+        );
+    ",
+    },
 ];
 
 /// Version of the newest migration, which a fully migrated database reports.

@@ -145,6 +145,8 @@ fn migrations_create_schema_and_version() {
         [
             "backtests",
             "equity_points",
+            "optimization_results",
+            "optimizations",
             "schema_migrations",
             "strategies",
             "trades"

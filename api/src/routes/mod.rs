@@ -3,6 +3,7 @@
 pub(crate) mod backtests;
 pub(crate) mod equity;
 pub(crate) mod marketdata;
+pub(crate) mod optimizations;
 pub(crate) mod strategies;
 
 use crate::error::{ApiError, ApiResult};
