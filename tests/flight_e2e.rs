@@ -15,7 +15,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bst");
 
-/// Memory pool of the server in the streaming test, in bytes: 32 MiB, about a fifth of the
+/// Memory pool of the server in the streaming test: 32 MiB, about a fifth of the
 /// 168 MB of Arrow data that the synthetic series streams.
 const STREAMING_POOL: &str = "32MiB";
 
