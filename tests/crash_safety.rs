@@ -177,3 +177,79 @@ fn concurrent_ingests_lose_no_rows() {
         assert_eq!(stored.len(), expected, "round {round}");
     }
 }
+
+/// Reads every tick Parquet file under the data directory and returns the number of rows.
+fn read_every_tick_file(data_dir: &Path) -> usize {
+    let mut rows = 0;
+    let mut pending = vec![data_dir.join("ticks")];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|extension| extension == "parquet")
+            {
+                let ticks = bst_ingest::tick_writer::read_tick_partition_file(&path)
+                    .unwrap_or_else(|error| panic!("{} is unreadable: {error}", path.display()));
+                rows += ticks.len();
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn killed_trade_import_leaves_whole_files_and_rerun_completes() {
+    let dump =
+        bst_ingest::samples::require_datasets_dir().join("bybit/trading/BTCUSD2019-10-01.csv.gz");
+    // The dump holds one trade per data line.
+    let expected_ticks = csv_rows(&dump);
+    // The dump covers one whole day, so every minute of it gets a derived bar.
+    let expected_bars = 24 * 60;
+    let kill_count = std::env::var("BST_KILL_COUNT")
+        .ok()
+        .and_then(|text| text.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_KILL_COUNT)
+        .div_ceil(2);
+    let import = |data_dir: &Path| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["ingest", "trades", "--data-dir"])
+            .arg(data_dir)
+            .arg(&dump)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+
+    let timing_dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    assert!(import(timing_dir.path()).status().unwrap().success());
+    let full_run_ms = started.elapsed().as_millis() as u64;
+    assert_eq!(read_every_tick_file(timing_dir.path()), expected_ticks);
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut delays = Delays(0x9E37_79B9_7F4A_7C15);
+    for kill in 0..kill_count {
+        let mut child = import(data_dir.path()).spawn().unwrap();
+        let delay_ms = delays.next_below(full_run_ms);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let ticks = read_every_tick_file(data_dir.path());
+        assert!(
+            ticks == 0 || ticks == expected_ticks,
+            "kill {kill} after {delay_ms} ms: {ticks} ticks, a partial day file"
+        );
+        assert!(read_every_file(data_dir.path()) <= expected_bars);
+    }
+
+    assert!(import(data_dir.path()).status().unwrap().success());
+    assert_eq!(read_every_tick_file(data_dir.path()), expected_ticks);
+    assert_eq!(read_every_file(data_dir.path()), expected_bars);
+}

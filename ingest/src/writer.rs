@@ -289,16 +289,22 @@ fn merge_partition(
         rows_written: 0,
         duplicates_skipped: 0,
     };
+    // Open times changed by this input. An input with two different rows at one open time
+    // stores the later row, and the open time counts once as written.
+    let mut changed = std::collections::HashSet::new();
     for kline in incoming {
         match rows.get(&kline.open_time_ms) {
             Some(_) if rule == MergeRule::InsertMissing => counts.duplicates_skipped += 1,
             Some(existing) if same_bits(existing, kline) => counts.duplicates_skipped += 1,
             _ => {
                 rows.insert(kline.open_time_ms, *kline);
-                counts.rows_written += 1;
+                if !changed.insert(kline.open_time_ms) {
+                    counts.duplicates_skipped += 1;
+                }
             }
         }
     }
+    counts.rows_written = changed.len();
     if counts.rows_written == 0 {
         tracing::debug!(partition = %dir.display(), "partition unchanged, not rewritten");
         return Ok(counts);

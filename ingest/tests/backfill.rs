@@ -169,8 +169,14 @@ async fn overlapping_pages_give_no_duplicates() {
         overlap_one_bar: true,
         ..Faults::default()
     };
-    let (report, _server) = backfill_whole_file(faults).await;
+    let (report, server) = backfill_whole_file(faults).await;
     assert_eq!(report.retries, 0);
+    // The overlap reached the client: more rows arrived than the 43,200 stored.
+    assert!(
+        server.rows_sent() > 43_200,
+        "the server sent only {} rows, so no page overlapped",
+        server.rows_sent()
+    );
 }
 
 /// Backfills 3,000 bars from the middle of the file with one fault and checks the result.

@@ -60,12 +60,13 @@ fn merge_replaces_changed_rows() {
         bar(2, 2_530.0, Some(2.0)),  // changed turnover
         bar(3, 2_540.0, None),       // identical to an earlier incoming row
         bar(4, 2_550.0, Some(-0.0)), // new
-        bar(4, 2_550.0, Some(0.0)),  // differs from the previous row in the sign bit only
+        bar(4, 2_550.0, Some(0.0)),  // replaces the previous row, differing in the sign bit
     ];
     let report = write(data.path(), &incoming);
     assert_eq!(report.rows_read, 7);
-    assert_eq!(report.rows_written, 5);
-    assert_eq!(report.duplicates_skipped, 2);
+    // Hours 3 and 4 are new and hours 1 and 2 changed; hour 4 counts once.
+    assert_eq!(report.rows_written, 4);
+    assert_eq!(report.duplicates_skipped, 3);
     assert_eq!(report.partitions_touched, ["2025-05", "2025-06"]);
 
     let expected = [
@@ -211,4 +212,24 @@ fn part_file_metadata_is_set() {
         open_times,
         [MAY_31_21H, MAY_31_21H + HOUR_MS, MAY_31_21H + 2 * HOUR_MS]
     );
+}
+
+#[test]
+fn repeated_open_time_counts_once() {
+    let data = tempfile::tempdir().unwrap();
+    let report = write(
+        data.path(),
+        &[
+            bar(0, 2_510.0, None),
+            bar(0, 2_515.0, None),
+            bar(1, 2_520.0, None),
+        ],
+    );
+    assert_eq!(report.rows_read, 3);
+    assert_eq!(report.rows_written, 2);
+    assert_eq!(report.duplicates_skipped, 1);
+
+    let stored = read_series(data.path(), Category::Linear, SYMBOL, TIMEFRAME).unwrap();
+    let closes: Vec<f64> = stored.iter().map(|kline| kline.close).collect();
+    assert_eq!(closes, [2_515.0, 2_520.0]);
 }

@@ -67,6 +67,8 @@ struct Shared {
     faults: Faults,
     requests: AtomicU64,
     kline_requests: AtomicU64,
+    /// Kline rows sent in successful replies, overlapping rows counted each time.
+    rows_sent: AtomicU64,
     rate_limited: AtomicU64,
 }
 
@@ -99,6 +101,7 @@ impl BybitServer {
             faults,
             requests: AtomicU64::new(0),
             kline_requests: AtomicU64::new(0),
+            rows_sent: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
         });
         let accept_shared = Arc::clone(&shared);
@@ -125,6 +128,11 @@ impl BybitServer {
     /// Returns the number of requests read, faulty replies included.
     pub(crate) fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Returns the number of kline rows sent, counting a row again each time a page repeats it.
+    pub(crate) fn rows_sent(&self) -> u64 {
+        self.shared.rows_sent.load(Ordering::SeqCst)
     }
 
     /// Returns the number of requests for `/v5/market/kline`.
@@ -346,6 +354,9 @@ fn kline_page(query: &str, shared: &Shared) -> Result<String, String> {
     let newest = &selected[selected.len().saturating_sub(limit)..];
 
     let rows: Vec<String> = newest.iter().rev().map(wire_row).collect();
+    shared
+        .rows_sent
+        .fetch_add(rows.len() as u64, Ordering::SeqCst);
     Ok(format!(
         r#"{{"retCode":0,"retMsg":"OK","result":{{"symbol":"{symbol}","category":"{category}","list":[{}]}},"retExtInfo":{{}},"time":{}}}"#,
         rows.join(","),
