@@ -204,7 +204,7 @@ fn read_every_tick_file(data_dir: &Path) -> usize {
 }
 
 #[test]
-fn killed_trade_import_leaves_whole_files_and_rerun_completes() {
+fn killed_trade_import_reruns_exactly() {
     let dump =
         bst_ingest::samples::require_datasets_dir().join("bybit/trading/BTCUSD2019-10-01.csv.gz");
     // The dump holds one trade per data line.
