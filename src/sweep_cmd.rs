@@ -58,7 +58,8 @@ pub(crate) struct SweepArgs {
     /// Test window of a walk-forward, in bars.
     #[arg(long)]
     test: Option<usize>,
-    /// Bars between walk-forward folds. Default: the test window, so test windows tile.
+    /// Bars between walk-forward folds, at least --test so that test windows never overlap.
+    /// Default: the test window, so test windows tile the range.
     #[arg(long)]
     step: Option<usize>,
     /// First open time included (ISO 8601; without an offset it is UTC). Default: first bar.

@@ -12,6 +12,9 @@ use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+#[path = "support/deflated_sharpe.rs"]
+mod deflated_sharpe;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bst");
 
 /// How long an optimization may stay queued or running before a test fails.
@@ -19,6 +22,9 @@ const OPTIMIZATION_DEADLINE: Duration = Duration::from_secs(300);
 
 /// How long a running optimization may take to end after a cancel request.
 const CANCEL_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Combinations of the cancel test; `BST_CANCEL_COMBINATIONS` overrides it.
+const DEFAULT_CANCEL_COMBINATIONS: u64 = 900;
 
 const TWO_WEEKS: (&str, &str) = ("2025-06-01T00:00:00Z", "2025-06-15T00:00:00Z");
 const THREE_DAYS: (&str, &str) = ("2025-06-01T00:00:00Z", "2025-06-04T00:00:00Z");
@@ -298,8 +304,24 @@ fn grid_search_matches_cli_backtest() {
     assert_eq!(report["best_params"], results[0]["params"]);
     assert_eq!(report["best_score"], results[0]["metrics"]["sharpe_ratio"]);
     assert_eq!(completed["best_params"], results[0]["params"]);
-    let deflated = report["deflated_sharpe_ratio"].as_f64();
-    assert!(deflated.is_none_or(|value| (0.0..=1.0).contains(&value)));
+    // Recomputed from all five Sharpe ratios and the oracle's returns of the best
+    // combination over the same two weeks (2025-06-01 to 2025-06-15 in epoch milliseconds).
+    let period = |name: &str| results[0]["params"][name].as_u64().unwrap() as usize;
+    let sharpe_ratios: Vec<Option<f64>> = scores.iter().copied().map(Some).collect();
+    let expected = deflated_sharpe::sma_crossover_deflated_sharpe(
+        &sharpe_ratios,
+        scores[0],
+        (period("fast_period"), period("slow_period")),
+        (1_748_736_000_000, 1_749_945_600_000),
+        0.000_55,
+    );
+    let reported = report["deflated_sharpe_ratio"]
+        .as_f64()
+        .expect("deflated Sharpe ratio");
+    assert!(
+        (reported - expected).abs() <= 1e-9,
+        "deflated Sharpe ratio: reported {reported}, recomputed {expected}"
+    );
 
     let best_params = results[0]["params"].to_string();
     let cli = run_bst(
@@ -417,22 +439,41 @@ fn walk_forward_reports_folds() {
     assert_eq!(report["tried"], 12);
 }
 
+/// Returns `BST_CANCEL_COMBINATIONS`, or 900 when it is unset. Panics unless the value is a
+/// positive multiple of 30, the number of fast periods in the grid.
+fn cancel_combinations() -> u64 {
+    let Ok(text) = std::env::var("BST_CANCEL_COMBINATIONS") else {
+        return DEFAULT_CANCEL_COMBINATIONS;
+    };
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|count: &u64| *count > 0 && count.is_multiple_of(30))
+        .unwrap_or_else(|| {
+            panic!(
+                "invalid BST_CANCEL_COMBINATIONS {text:?}: expected a multiple of 30 such as 900"
+            )
+        })
+}
+
 #[test]
 fn cancel_running_keeps_partial_results() {
     let data_dir = data_dir_with_sample();
     let server = Server::start(data_dir.path(), 2);
     let strategy_id = server.create_strategy("sma_crossover", json!({}));
-    // 30 x 30 combinations over a month take tens of seconds in a debug build.
+    // 30 fast periods times `combinations / 30` slow periods. The default 30 x 30 over a month
+    // takes tens of seconds in a debug build.
+    let combinations = cancel_combinations();
     let created = server.create_optimization(&optimization_body(
         strategy_id,
         WHOLE_MONTH,
         json!({
             "fast_period": {"low": 2, "high": 60, "step": 2},
-            "slow_period": {"low": 70, "high": 360, "step": 10},
+            "slow_period": {"low": 70, "high": 70 + 10 * (combinations / 30 - 1), "step": 10},
         }),
     ));
     let id = id_of(&created);
-    assert_eq!(created["total"], 900);
+    assert_eq!(created["total"], combinations);
     let running = server.wait_for(id, OPTIMIZATION_DEADLINE, |optimization| {
         optimization["status"] == "running" && optimization["evaluated"].as_u64() > Some(0)
     });
@@ -451,13 +492,13 @@ fn cancel_running_keeps_partial_results() {
     );
     let evaluated = cancelled["evaluated"].as_u64().unwrap();
     assert!(evaluated > 0, "{cancelled}");
-    assert!(evaluated < 900, "{cancelled}");
+    assert!(evaluated < combinations, "{cancelled}");
     assert!(cancelled["completed_at"].is_string());
 
     let report = server.results(id);
     assert_eq!(report["status"], "cancelled");
     assert_eq!(report["evaluated"], evaluated);
-    assert_eq!(report["total"], 900);
+    assert_eq!(report["total"], combinations);
     let result_count = report["results"].as_array().unwrap().len() as u64;
     assert_eq!(result_count, evaluated.min(10));
     assert_eq!(report["best_params"], report["results"][0]["params"]);
@@ -558,6 +599,10 @@ fn bad_requests_get_named_errors() {
         (
             json!({"method": "walk_forward", "train": 100000, "test": 100}),
             "train",
+        ),
+        (
+            json!({"method": "walk_forward", "train": 500, "test": 200, "step": 100}),
+            "step",
         ),
         (json!({"trials": 5}), "trials"),
         (json!({"method": "random", "trials": 0}), "trials"),

@@ -1,7 +1,7 @@
 //! Plain-loop reference backtesters that tests compare the DataFusion engine against.
 //!
 //! The module shares no code with the engine. It uses straight loops that step through the
-//! bars in order, and every moving average is the plain mean of its window. It has two entry
+//! bars in order, and its indicators are written from TA-Lib's definitions. It has two entry
 //! points:
 //!
 //! - [`sma_crossover`] and [`long_only`]: long-only trading on edge signals, with commission,
@@ -9,6 +9,9 @@
 //! - [`backtest`]: every rule of a `bst` backtest, for both signal kinds ([`OracleSignals`]),
 //!   all three directions and every order option ([`OracleOrders`]), with the full metrics
 //!   table ([`OracleMetrics`]).
+//!
+//! [`strategy_signals`] computes the signals of the built-in strategies from the plain-loop
+//! indicators of [`indicators`], which follow TA-Lib's definitions.
 //!
 //! Rules shared by both:
 //! - A decision at bar `t` uses data up to the close of `t`, and its order fills at the open of
@@ -54,6 +57,8 @@
 //! - Sums over trades and over bars add plainly, in trade and bar order.
 //! - [`backtest`] rejects an empty bar slice, because `buy_and_hold_return` needs a first open
 //!   and a last close.
+
+pub mod indicators;
 
 /// Exit reason of a trade closed by the strategy's signal at a bar's open.
 pub const EXIT_REASON_SIGNAL: &str = "signal";
@@ -451,6 +456,97 @@ pub fn crosses_below(a: &[Option<f64>], b: &[Option<f64>]) -> Vec<bool> {
     crossings(a, b, |now_a, now_b, before_a, before_b| {
         now_a < now_b && before_a >= before_b
     })
+}
+
+/// A built-in strategy with its parameters, as [`strategy_signals`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OracleStrategy {
+    /// `sma_crossover`: the fast SMA crosses the slow SMA.
+    SmaCrossover {
+        fast_period: usize,
+        slow_period: usize,
+    },
+    /// `ema_crossover`: the fast EMA crosses the slow EMA.
+    EmaCrossover {
+        fast_period: usize,
+        slow_period: usize,
+    },
+    /// `rsi`: the RSI crosses up through `oversold` (long) or down through `overbought`
+    /// (short).
+    Rsi {
+        period: usize,
+        oversold: f64,
+        overbought: f64,
+    },
+    /// `macd`: the MACD line crosses its signal line.
+    Macd {
+        fast_period: usize,
+        slow_period: usize,
+        signal_period: usize,
+    },
+    /// `bollinger_bands`: the close crosses up through the lower band (long) or down through
+    /// the upper band (short).
+    BollingerBands { period: usize, std_dev: f64 },
+}
+
+/// Computes the long and short crossing signals of a built-in strategy over the closes of
+/// `bars`, with the indicators of [`indicators`].
+///
+/// # Panics
+///
+/// Panics if a period is 0.
+pub fn strategy_signals(bars: &[OracleBar], strategy: &OracleStrategy) -> OracleSignals {
+    let mut closes = Vec::with_capacity(bars.len());
+    for bar in bars {
+        closes.push(bar.close);
+    }
+    let crossing_signals = |a: &[Option<f64>], b: &[Option<f64>]| OracleSignals::Crossings {
+        long: crosses_above(a, b),
+        short: crosses_below(a, b),
+    };
+    match *strategy {
+        OracleStrategy::SmaCrossover {
+            fast_period,
+            slow_period,
+        } => crossing_signals(
+            &simple_moving_average(&closes, fast_period),
+            &simple_moving_average(&closes, slow_period),
+        ),
+        OracleStrategy::EmaCrossover {
+            fast_period,
+            slow_period,
+        } => crossing_signals(
+            &indicators::exponential_moving_average(&closes, fast_period),
+            &indicators::exponential_moving_average(&closes, slow_period),
+        ),
+        OracleStrategy::Rsi {
+            period,
+            oversold,
+            overbought,
+        } => {
+            let rsi = indicators::relative_strength_index(&closes, period);
+            OracleSignals::Crossings {
+                long: crosses_above(&rsi, &vec![Some(oversold); bars.len()]),
+                short: crosses_below(&rsi, &vec![Some(overbought); bars.len()]),
+            }
+        }
+        OracleStrategy::Macd {
+            fast_period,
+            slow_period,
+            signal_period,
+        } => {
+            let macd = indicators::macd(&closes, fast_period, slow_period, signal_period);
+            crossing_signals(&macd.line, &macd.signal)
+        }
+        OracleStrategy::BollingerBands { period, std_dev } => {
+            let bands = indicators::bollinger_bands(&closes, period, std_dev);
+            let close: Vec<Option<f64>> = closes.iter().copied().map(Some).collect();
+            OracleSignals::Crossings {
+                long: crosses_above(&close, &bands.lower),
+                short: crosses_below(&close, &bands.upper),
+            }
+        }
+    }
 }
 
 fn crossings(

@@ -354,67 +354,51 @@ async fn gapped_series_matches_oracle() {
     }
 }
 
-/// Oracle signals of a strategy: indicator columns from `Indicator::compute_columns` (checked
-/// against TA-Lib elsewhere) and crossings from the oracle's own loops.
+/// Oracle signals of a strategy, from the oracle's own indicator loops and crossings.
 fn oracle_signals(strategy: &StrategySpec, bars: &[OracleBar]) -> (Vec<bool>, Vec<bool>) {
-    use bst_engine::indicators::Indicator;
-    use bst_engine::oracle::{crosses_above, crosses_below};
-    use datafusion::arrow::array::{Array, Float64Array};
+    use bst_engine::oracle::{OracleSignals, OracleStrategy, strategy_signals};
 
-    let closes = Float64Array::from_iter_values(bars.iter().map(|bar| bar.close));
-    let compute = |indicator: Indicator, parameters: &[f64]| -> Vec<Option<f64>> {
-        let output = indicator.compute_columns(&[&closes], parameters);
-        (0..output.len())
-            .map(|row| output.is_valid(row).then(|| output.value(row)))
-            .collect()
-    };
-    let constant = |value: f64| vec![Some(value); bars.len()];
-    let close: Vec<Option<f64>> = bars.iter().map(|bar| Some(bar.close)).collect();
-    match *strategy {
+    let oracle_strategy = match *strategy {
         StrategySpec::SmaCrossover {
             fast_period,
             slow_period,
-        } => {
-            let fast = compute(Indicator::Sma, &[fast_period as f64]);
-            let slow = compute(Indicator::Sma, &[slow_period as f64]);
-            (crosses_above(&fast, &slow), crosses_below(&fast, &slow))
-        }
+        } => OracleStrategy::SmaCrossover {
+            fast_period,
+            slow_period,
+        },
         StrategySpec::EmaCrossover {
             fast_period,
             slow_period,
-        } => {
-            let fast = compute(Indicator::Ema, &[fast_period as f64]);
-            let slow = compute(Indicator::Ema, &[slow_period as f64]);
-            (crosses_above(&fast, &slow), crosses_below(&fast, &slow))
-        }
+        } => OracleStrategy::EmaCrossover {
+            fast_period,
+            slow_period,
+        },
         StrategySpec::Rsi {
             period,
             oversold,
             overbought,
-        } => {
-            let rsi = compute(Indicator::Rsi, &[period as f64]);
-            (
-                crosses_above(&rsi, &constant(oversold)),
-                crosses_below(&rsi, &constant(overbought)),
-            )
-        }
+        } => OracleStrategy::Rsi {
+            period,
+            oversold,
+            overbought,
+        },
         StrategySpec::Macd {
             fast_period,
             slow_period,
             signal_period,
-        } => {
-            let parameters = [fast_period as f64, slow_period as f64, signal_period as f64];
-            let line = compute(Indicator::Macd, &parameters);
-            let signal = compute(Indicator::MacdSignal, &parameters);
-            (crosses_above(&line, &signal), crosses_below(&line, &signal))
+        } => OracleStrategy::Macd {
+            fast_period,
+            slow_period,
+            signal_period,
+        },
+        StrategySpec::BollingerBands { period, std_dev } => {
+            OracleStrategy::BollingerBands { period, std_dev }
         }
         StrategySpec::Expression(_) => unreachable!("expression strategies have their own tests"),
-        StrategySpec::BollingerBands { period, std_dev } => {
-            let parameters = [period as f64, std_dev];
-            let lower = compute(Indicator::BollingerLower, &parameters);
-            let upper = compute(Indicator::BollingerUpper, &parameters);
-            (crosses_above(&close, &lower), crosses_below(&close, &upper))
-        }
+    };
+    match strategy_signals(bars, &oracle_strategy) {
+        OracleSignals::Crossings { long, short } => (long, short),
+        OracleSignals::Levels { .. } => unreachable!("built-in strategies emit crossings"),
     }
 }
 

@@ -1,8 +1,12 @@
-//! Hand-computed cases for every fill, funding and metric rule of the oracle's `backtest`.
+//! Hand-computed cases for every fill, funding and metric rule of the oracle's `backtest`, and
+//! for the alignment of its indicators.
 //!
 //! Each test builds a few bars, works out the expected fills and numbers in plain arithmetic,
 //! and compares them with the oracle's report.
 
+use bst_engine::oracle::indicators::{
+    average_true_range, bollinger_bands, exponential_moving_average, macd, relative_strength_index,
+};
 use bst_engine::oracle::{
     EXIT_REASON_END_OF_DATA, EXIT_REASON_LIQUIDATION, EXIT_REASON_SIGNAL, EXIT_REASON_STOP_LOSS,
     EXIT_REASON_TAKE_PROFIT, OracleBar, OracleConfig, OracleDirection, OracleOrders, OracleReport,
@@ -944,4 +948,90 @@ fn empty_bars_panic() {
         &plain_config(),
         &OracleOrders::default(),
     );
+}
+
+#[track_caller]
+fn assert_series(got: &[Option<f64>], expected: &[Option<f64>], tolerance: f64) {
+    assert_eq!(got.len(), expected.len(), "series length");
+    for (index, (got, want)) in got.iter().zip(expected).enumerate() {
+        match (got, want) {
+            (Some(got), Some(want)) => assert!(
+                (got - want).abs() <= tolerance,
+                "value {index}: got {got}, expected {want}"
+            ),
+            (None, None) => {}
+            _ => panic!("value {index}: got {got:?}, expected {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn ema_seeds_with_sma() {
+    // Alpha 2 / (3 + 1) = 0.5, seeded at index 2 by (1 + 2 + 3) / 3 = 2, then 2 + 0.5 x
+    // (4 - 2) = 3 and 3 + 0.5 x (5 - 3) = 4.
+    let ema = exponential_moving_average(&[1.0, 2.0, 3.0, 4.0, 5.0], 3);
+    assert_series(&ema, &[None, None, Some(2.0), Some(3.0), Some(4.0)], 1e-12);
+}
+
+#[test]
+fn rsi_of_twelve_closes() {
+    // Wilder's RSI(5), rounded to 4 decimals: the first value averages the changes +2, -1,
+    // +2, +3, -2 into gain 1.4 and loss 0.6, so 100 x 1.4 / 2.0 = 70.
+    let closes = [
+        100.0, 102.0, 101.0, 103.0, 106.0, 104.0, 105.0, 108.0, 107.0, 110.0, 109.0, 111.0,
+    ];
+    let mut expected = vec![None; 5];
+    for value in [70.0, 73.3333, 81.1765, 72.3144, 80.3563, 71.6808, 77.6998] {
+        expected.push(Some(value));
+    }
+    assert_series(&relative_strength_index(&closes, 5), &expected, 0.5e-4);
+}
+
+#[test]
+fn macd_seeds_both_emas_together() {
+    // MACD(2, 3, 2) of 1, 2, 4, 8, 16, 32. Both EMAs start at index 2: the slow one at
+    // (1 + 2 + 4) / 3 = 7/3, the fast one at (2 + 4) / 2 = 3, not at an EMA(2) seeded at
+    // index 1. The line is 2/3, 7/6, 79/36, 929/216 from index 2, and the signal starts at
+    // index 3 with (2/3 + 7/6) / 2 = 11/12, where all three outputs begin.
+    let output = macd(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0], 2, 3, 2);
+    let blank = [None, None, None];
+    let line = [7.0 / 6.0, 79.0 / 36.0, 929.0 / 216.0];
+    let signal = [11.0 / 12.0, 191.0 / 108.0, 280.0 / 81.0];
+    let histogram = [1.0 / 4.0, 23.0 / 54.0, 547.0 / 648.0];
+    let with_blank = |values: [f64; 3]| -> Vec<Option<f64>> {
+        blank.iter().copied().chain(values.map(Some)).collect()
+    };
+    assert_series(&output.line, &with_blank(line), 1e-12);
+    assert_series(&output.signal, &with_blank(signal), 1e-12);
+    assert_series(&output.histogram, &with_blank(histogram), 1e-12);
+}
+
+#[test]
+fn bollinger_bands_use_population_std() {
+    // Window 1, 2, 3: mean 2, population variance (1 + 0 + 1) / 3.
+    let bands = bollinger_bands(&[1.0, 2.0, 3.0], 3, 2.0);
+    let deviation = (2.0_f64 / 3.0).sqrt();
+    assert_series(&bands.middle, &[None, None, Some(2.0)], 1e-12);
+    assert_series(
+        &bands.upper,
+        &[None, None, Some(2.0 + 2.0 * deviation)],
+        1e-12,
+    );
+    assert_series(
+        &bands.lower,
+        &[None, None, Some(2.0 - 2.0 * deviation)],
+        1e-12,
+    );
+}
+
+#[test]
+fn atr_is_wilder_average_of_true_range() {
+    // True ranges from the second bar: max(11 - 9, |11 - 9|, |9 - 9|) = 2,
+    // max(12 - 9, |12 - 10|, |9 - 10|) = 3 and max(11 - 7, |11 - 11|, |7 - 11|) = 4.
+    // ATR(2) starts at index 2 with (2 + 3) / 2 = 2.5, then (2.5 x 1 + 4) / 2 = 3.25.
+    let high = [10.0, 11.0, 12.0, 11.0];
+    let low = [8.0, 9.0, 9.0, 7.0];
+    let close = [9.0, 10.0, 11.0, 8.0];
+    let atr = average_true_range(&high, &low, &close, 2);
+    assert_series(&atr, &[None, None, Some(2.5), Some(3.25)], 1e-12);
 }

@@ -12,15 +12,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bst_engine::backtest::BacktestReport;
-use bst_engine::indicators::Indicator;
+use bst_engine::oracle::indicators::{average_true_range, relative_strength_index};
 use bst_engine::oracle::{
     self, OracleBar, OracleConfig, OracleDirection, OracleOrders, OracleReport, OracleSignals,
-    crosses_above, crosses_below, simple_moving_average,
+    OracleStrategy, simple_moving_average,
 };
 use bst_engine::orders::strategy_and_orders;
 use bst_engine::{BacktestRequest, Engine, SeriesKey, TimeRange};
 use bst_ingest::{Category, Kline, Timeframe, csv_klines, samples, writer};
-use datafusion::arrow::array::{Array, Float64Array};
 use serde_json::{Value, json};
 
 const RELATIVE_TOLERANCE: f64 = 1e-9;
@@ -111,14 +110,6 @@ struct StrategyCase {
     signals: SignalFunction,
 }
 
-fn indicator_values(indicator: Indicator, values: &[f64], parameters: &[f64]) -> Vec<Option<f64>> {
-    let input = Float64Array::from_iter_values(values.iter().copied());
-    let output = indicator.compute_columns(&[&input], parameters);
-    (0..output.len())
-        .map(|row| output.is_valid(row).then(|| output.value(row)))
-        .collect()
-}
-
 fn closes(bars: &[OracleBar]) -> Vec<f64> {
     bars.iter().map(|bar| bar.close).collect()
 }
@@ -158,97 +149,78 @@ fn compare(
         .collect()
 }
 
-fn crossing_signals(a: Vec<Option<f64>>, b: Vec<Option<f64>>) -> OracleSignals {
-    OracleSignals::Crossings {
-        long: crosses_above(&a, &b),
-        short: crosses_below(&a, &b),
+/// Builds the case of a built-in strategy from the engine's parameters and the oracle's
+/// strategy.
+fn built_in(strategy_type: &'static str, params: Value, strategy: OracleStrategy) -> StrategyCase {
+    StrategyCase {
+        strategy_type,
+        params,
+        signals: Box::new(move |bars| oracle::strategy_signals(bars, &strategy)),
     }
 }
 
 fn random_strategy(random: &mut Random) -> StrategyCase {
-    match random.between(0, 8) {
+    match random.between(0, 9) {
         0 => {
             let fast = random.between(2, 20) as usize;
             let slow = random.between(fast as u64 + 1, 60) as usize;
-            StrategyCase {
-                strategy_type: "sma_crossover",
-                params: json!({"fast_period": fast, "slow_period": slow}),
-                signals: Box::new(move |bars| {
-                    let closes = closes(bars);
-                    crossing_signals(
-                        simple_moving_average(&closes, fast),
-                        simple_moving_average(&closes, slow),
-                    )
-                }),
-            }
+            built_in(
+                "sma_crossover",
+                json!({"fast_period": fast, "slow_period": slow}),
+                OracleStrategy::SmaCrossover {
+                    fast_period: fast,
+                    slow_period: slow,
+                },
+            )
         }
         1 => {
             let fast = random.between(2, 20) as usize;
             let slow = random.between(fast as u64 + 1, 60) as usize;
-            StrategyCase {
-                strategy_type: "ema_crossover",
-                params: json!({"fast_period": fast, "slow_period": slow}),
-                signals: Box::new(move |bars| {
-                    let closes = closes(bars);
-                    crossing_signals(
-                        indicator_values(Indicator::Ema, &closes, &[fast as f64]),
-                        indicator_values(Indicator::Ema, &closes, &[slow as f64]),
-                    )
-                }),
-            }
+            built_in(
+                "ema_crossover",
+                json!({"fast_period": fast, "slow_period": slow}),
+                OracleStrategy::EmaCrossover {
+                    fast_period: fast,
+                    slow_period: slow,
+                },
+            )
         }
         2 => {
             let period = random.between(2, 20) as usize;
             let oversold = random.between(15, 45) as f64;
             let overbought = random.between(55, 85) as f64;
-            StrategyCase {
-                strategy_type: "rsi",
-                params: json!({"period": period, "oversold": oversold, "overbought": overbought}),
-                signals: Box::new(move |bars| {
-                    let rsi = indicator_values(Indicator::Rsi, &closes(bars), &[period as f64]);
-                    let constant = |level: f64| vec![Some(level); bars.len()];
-                    OracleSignals::Crossings {
-                        long: crosses_above(&rsi, &constant(oversold)),
-                        short: crosses_below(&rsi, &constant(overbought)),
-                    }
-                }),
-            }
+            built_in(
+                "rsi",
+                json!({"period": period, "oversold": oversold, "overbought": overbought}),
+                OracleStrategy::Rsi {
+                    period,
+                    oversold,
+                    overbought,
+                },
+            )
         }
         3 => {
             let fast = random.between(3, 12) as usize;
             let slow = random.between(fast as u64 + 1, 30) as usize;
             let signal = random.between(2, 10) as usize;
-            StrategyCase {
-                strategy_type: "macd",
-                params: json!({"fast_period": fast, "slow_period": slow, "signal_period": signal}),
-                signals: Box::new(move |bars| {
-                    let parameters = [fast as f64, slow as f64, signal as f64];
-                    let closes = closes(bars);
-                    crossing_signals(
-                        indicator_values(Indicator::Macd, &closes, &parameters),
-                        indicator_values(Indicator::MacdSignal, &closes, &parameters),
-                    )
-                }),
-            }
+            built_in(
+                "macd",
+                json!({"fast_period": fast, "slow_period": slow, "signal_period": signal}),
+                OracleStrategy::Macd {
+                    fast_period: fast,
+                    slow_period: slow,
+                    signal_period: signal,
+                },
+            )
         }
         4 => {
             let period = random.between(5, 30) as usize;
             let std_dev = (random.uniform(1.0, 2.5) * 100.0).round() / 100.0;
-            StrategyCase {
-                strategy_type: "bollinger_bands",
-                params: json!({"period": period, "std_dev": std_dev}),
-                signals: Box::new(move |bars| {
-                    let parameters = [period as f64, std_dev];
-                    let closes = closes(bars);
-                    let close: Vec<Option<f64>> = closes.iter().copied().map(Some).collect();
-                    let lower = indicator_values(Indicator::BollingerLower, &closes, &parameters);
-                    let upper = indicator_values(Indicator::BollingerUpper, &closes, &parameters);
-                    OracleSignals::Crossings {
-                        long: crosses_above(&close, &lower),
-                        short: crosses_below(&close, &upper),
-                    }
-                }),
-            }
+            built_in(
+                "bollinger_bands",
+                json!({"period": period, "std_dev": std_dev}),
+                OracleStrategy::BollingerBands { period, std_dev },
+            )
         }
         5 => {
             let period = random.between(3, 40) as usize;
@@ -311,7 +283,7 @@ fn random_strategy(random: &mut Random) -> StrategyCase {
                     "exit_short": format!("rsi(close, {period}) < {low}"),
                 }),
                 signals: Box::new(move |bars| {
-                    let rsi = indicator_values(Indicator::Rsi, &closes(bars), &[period as f64]);
+                    let rsi = relative_strength_index(&closes(bars), period);
                     let level = |value: f64| vec![Some(value); bars.len()];
                     let oversold = compare(&rsi, &level(low), |a, b| a < b);
                     let overbought = compare(&rsi, &level(high), |a, b| a > b);
@@ -320,6 +292,38 @@ fn random_strategy(random: &mut Random) -> StrategyCase {
                         exit_long: overbought.clone(),
                         entry_short: overbought,
                         exit_short: oversold,
+                    }
+                }),
+            }
+        }
+        8 => {
+            // Volatility breakout: a bar body larger than a multiple of the ATR.
+            let period = random.between(2, 30) as usize;
+            let multiple = random.between(2, 8) as f64 / 4.0;
+            let threshold = format!("{multiple} * atr(high, low, close, {period})");
+            StrategyCase {
+                strategy_type: "expression",
+                params: json!({
+                    "entry_long": format!("close - open > {threshold}"),
+                    "exit_long": format!("open - close > {threshold}"),
+                    "entry_short": format!("open - close > {threshold}"),
+                    "exit_short": format!("close - open > {threshold}"),
+                }),
+                signals: Box::new(move |bars| {
+                    let highs: Vec<f64> = bars.iter().map(|bar| bar.high).collect();
+                    let lows: Vec<f64> = bars.iter().map(|bar| bar.low).collect();
+                    let atr = average_true_range(&highs, &lows, &closes(bars), period);
+                    let rising: Vec<Option<f64>> =
+                        bars.iter().map(|bar| Some(bar.close - bar.open)).collect();
+                    let falling: Vec<Option<f64>> =
+                        bars.iter().map(|bar| Some(bar.open - bar.close)).collect();
+                    let up = compare(&rising, &atr, |body, range| body > multiple * range);
+                    let down = compare(&falling, &atr, |body, range| body > multiple * range);
+                    OracleSignals::Levels {
+                        entry_long: up.clone(),
+                        exit_long: down.clone(),
+                        entry_short: down,
+                        exit_short: up,
                     }
                 }),
             }

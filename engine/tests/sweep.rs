@@ -1,6 +1,10 @@
 //! Sweeps on the real samples: every combination equals the single backtest of its
-//! parameters, random search is reproducible, walk-forward folds tile the range, and the
-//! deflated Sharpe ratio matches values computed with scipy.
+//! parameters, random search is reproducible, walk-forward test windows never overlap, and the
+//! deflated Sharpe ratio matches values computed with scipy and a recomputation from the
+//! oracle.
+
+#[path = "../../tests/support/deflated_sharpe.rs"]
+mod deflated_sharpe;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -12,7 +16,7 @@ use bst_engine::sweep::walk_forward::{WalkForwardWindows, run_walk_forward};
 use bst_engine::sweep::{
     SearchMethod, SweepControl, SweepRequest, explain_sweep, metric_value, run_sweep,
 };
-use bst_engine::{Engine, SeriesKey, TimeRange};
+use bst_engine::{Engine, Error, SeriesKey, TimeRange};
 use bst_ingest::{Category, Timeframe, csv_klines, samples, writer};
 use serde_json::{Value, json};
 
@@ -239,19 +243,25 @@ async fn cancelled_sweep_stops_early() {
     assert!(report.results.is_empty());
 }
 
-#[tokio::test]
-async fn walk_forward_folds_tile_range() {
-    let engine = Engine::open(data_dir()).unwrap();
+/// Returns a walk-forward request over the whole 5-minute sample, ranked by total return.
+fn walk_forward_request() -> SweepRequest {
     let mut request = SweepRequest::new(
         series(5),
         "sma_crossover",
         ParameterSpace::parse(&json!({"fast_period": [5, 10], "slow_period": [20, 40]})).unwrap(),
     );
     request.metric = "total_return".to_string();
+    request
+}
+
+#[tokio::test]
+async fn walk_forward_folds_tile_range() {
+    let engine = Engine::open(data_dir()).unwrap();
+    let request = walk_forward_request();
     let windows = WalkForwardWindows {
         train: 2_000,
         test: 1_000,
-        step: None,
+        step: Some(1_000),
     };
     let report = run_walk_forward(
         engine.session(),
@@ -309,6 +319,89 @@ async fn walk_forward_folds_tile_range() {
     assert!((total - (compounded - 1.0) * 100.0).abs() < 1e-9, "{total}");
 }
 
+#[tokio::test]
+async fn walk_forward_step_above_test_leaves_gaps() {
+    let engine = Engine::open(data_dir()).unwrap();
+    let request = walk_forward_request();
+    let (train, test, step) = (2_000_usize, 1_000_usize, 1_500_usize);
+    let windows = WalkForwardWindows {
+        train,
+        test,
+        step: Some(step),
+    };
+    let report = run_walk_forward(
+        engine.session(),
+        engine.data_dir(),
+        &request,
+        windows,
+        &SweepControl::default(),
+    )
+    .await
+    .unwrap();
+
+    // Folds start at bars 0, 1,500, 3,000, ... while a training window and one test bar fit
+    // in the 25,920 bars, so the last starts at bar 22,500.
+    let bar_ms = 300_000;
+    let expected_starts: Vec<usize> = (0..)
+        .map(|fold| fold * step)
+        .take_while(|start| start + train < 25_920)
+        .collect();
+    assert_eq!(report.folds.len(), expected_starts.len());
+    assert_eq!(report.folds.len(), 16);
+    let first_open_ms = report.folds[0].train_start_ms;
+    for (index, fold) in report.folds.iter().enumerate() {
+        let start_ms = first_open_ms + (expected_starts[index] as i64) * bar_ms;
+        assert_eq!(fold.train_start_ms, start_ms, "fold {index} start");
+        assert_eq!(fold.test_start_ms, fold.train_end_ms, "fold {index}");
+        assert_eq!(fold.test_bars, test, "fold {index} test bars");
+        assert_eq!(
+            fold.test_end_ms - fold.test_start_ms,
+            test as i64 * bar_ms,
+            "fold {index} test span"
+        );
+        if let Some(next) = report.folds.get(index + 1) {
+            // The next test window starts `step - test` bars after this one ends.
+            assert_eq!(
+                next.test_start_ms - fold.test_end_ms,
+                (step - test) as i64 * bar_ms,
+                "gap after fold {index}"
+            );
+        }
+    }
+    let compounded = report
+        .folds
+        .iter()
+        .map(|fold| 1.0 + fold.out_of_sample["total_return"].as_f64().unwrap() / 100.0)
+        .product::<f64>();
+    let total = report.out_of_sample.total_return;
+    assert!((total - (compounded - 1.0) * 100.0).abs() < 1e-9, "{total}");
+}
+
+#[tokio::test]
+async fn walk_forward_rejects_step_below_test() {
+    let engine = Engine::open(data_dir()).unwrap();
+    let windows = WalkForwardWindows {
+        train: 2_000,
+        test: 1_000,
+        step: Some(999),
+    };
+    let error = run_walk_forward(
+        engine.session(),
+        engine.data_dir(),
+        &walk_forward_request(),
+        windows,
+        &SweepControl::default(),
+    )
+    .await
+    .unwrap_err();
+    let Error::InvalidParameter { name, message } = &error else {
+        panic!("expected an invalid step, got {error:?}");
+    };
+    assert_eq!(name, "step");
+    assert!(message.contains("step 999"), "{message}");
+    assert!(message.contains("test 1000"), "{message}");
+}
+
 #[test]
 fn deflated_sharpe_matches_scipy() {
     // (per-bar Sharpe, trials, variance of the trials' Sharpe, returns, skewness, kurtosis),
@@ -346,12 +439,16 @@ fn deflated_sharpe_matches_scipy() {
 #[tokio::test]
 async fn sweep_reports_deflated_sharpe() {
     let engine = Engine::open(data_dir()).unwrap();
+    // A slow period of 30,000 bars is longer than the two weeks, so those three combinations
+    // never trade and have no Sharpe ratio, but they are trials all the same. Without
+    // commission the best Sharpe ratio is near the one expected by luck, so the deflated
+    // Sharpe ratio lies well inside (0, 1) and the comparison below is sharp.
     let mut request = request(
         "sma_crossover",
-        json!({"fast_period": [5, 10, 20], "slow_period": [30, 60]}),
+        json!({"fast_period": [20, 50, 100], "slow_period": [200, 400, 30_000]}),
         json!({}),
     );
-    request.top = 3;
+    request.commission = 0.0;
     let report = run_sweep(
         engine.session(),
         engine.data_dir(),
@@ -360,7 +457,55 @@ async fn sweep_reports_deflated_sharpe() {
     )
     .await
     .unwrap();
-    assert_eq!(report.results.len(), 3);
-    let dsr = report.deflated_sharpe_ratio.unwrap();
-    assert!((0.0..=1.0).contains(&dsr), "{dsr}");
+    assert_eq!(report.evaluated, 9);
+    assert_eq!(report.results.len(), 9);
+    let sharpe_ratios: Vec<Option<f64>> = report
+        .results
+        .iter()
+        .map(|result| metric_value(result, "sharpe_ratio"))
+        .collect();
+    let nulls = sharpe_ratios.iter().filter(|value| value.is_none()).count();
+    assert_eq!(nulls, 3, "{sharpe_ratios:?}");
+
+    let best = &report.results[0].params;
+    let period = |name: &str| best[name].as_u64().unwrap() as usize;
+    let best_sharpe = sharpe_ratios[0].expect("the best combination has a Sharpe ratio");
+    let range = two_weeks();
+    let expected = deflated_sharpe::sma_crossover_deflated_sharpe(
+        &sharpe_ratios,
+        best_sharpe,
+        (period("fast_period"), period("slow_period")),
+        (range.start_ms.unwrap(), range.end_ms.unwrap()),
+        0.0,
+    );
+    let reported = report
+        .deflated_sharpe_ratio
+        .expect("deflated Sharpe ratio of the best combination");
+    assert!(
+        (0.01..=0.99).contains(&expected),
+        "deflated Sharpe ratio {expected} is too near 0 or 1 to tell formulas apart"
+    );
+    assert!(
+        (reported - expected).abs() <= 1e-9,
+        "deflated Sharpe ratio: reported {reported}, recomputed {expected}"
+    );
+
+    // The check can tell the trial counts apart: with only the six combinations that have a
+    // Sharpe ratio as trials, the value moves by far more than the tolerance.
+    let defined: Vec<Option<f64>> = sharpe_ratios
+        .iter()
+        .copied()
+        .filter(Option::is_some)
+        .collect();
+    let six_trials = deflated_sharpe::sma_crossover_deflated_sharpe(
+        &defined,
+        best_sharpe,
+        (period("fast_period"), period("slow_period")),
+        (range.start_ms.unwrap(), range.end_ms.unwrap()),
+        0.0,
+    );
+    assert!(
+        (six_trials - expected).abs() > 1e-6,
+        "9 trials give {expected} and 6 give {six_trials}"
+    );
 }

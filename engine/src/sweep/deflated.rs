@@ -11,7 +11,9 @@
 //!   with SR the best per-bar Sharpe ratio, T the number of returns and the skewness and
 //!   (non-excess) kurtosis of the best strategy's returns.
 //!
-//! All Sharpe ratios here are per bar, not annualized.
+//! All Sharpe ratios here are per bar, not annualized. A sweep passes every evaluated
+//! combination as a trial and estimates V from the combinations whose Sharpe ratio is not
+//! null.
 
 /// Euler-Mascheroni constant.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;

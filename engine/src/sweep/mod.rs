@@ -157,8 +157,12 @@ pub struct SweepReport {
     pub cancelled: bool,
     /// Bars in the range.
     pub bars: usize,
-    /// Deflated Sharpe ratio of the best combination, a probability from 0 to 1. The trials
-    /// are the evaluated combinations that have a Sharpe ratio. `None` when not defined.
+    /// Deflated Sharpe ratio of the best combination, a probability from 0 to 1. The number
+    /// of trials is `evaluated`, every combination evaluated, including those whose Sharpe
+    /// ratio is null. The variance of the trials' Sharpe ratios is the sample variance over
+    /// the combinations that have one, because a null Sharpe ratio (no trade, or an equity
+    /// curve that reached 0) has no value to contribute. `None` when the best combination has
+    /// no Sharpe ratio, after a cancel, or when the formula is not defined.
     pub deflated_sharpe_ratio: Option<f64>,
     /// Wall time of the sweep, planning and evaluation, in seconds.
     pub seconds: f64,
@@ -302,6 +306,7 @@ fn valid_combinations(request: &SweepRequest) -> Result<Combinations> {
     let mut params = Vec::with_capacity(candidates.len());
     let mut strategies = Vec::with_capacity(candidates.len());
     let mut skipped = 0;
+    let mut first_skip = None;
     for candidate in candidates {
         match request.backtest_request(&candidate) {
             Ok(backtest) => {
@@ -321,9 +326,27 @@ fn valid_combinations(request: &SweepRequest) -> Result<Combinations> {
                 }
                 tracing::debug!(%name, %message, "sweep combination skipped");
                 skipped += 1;
+                if first_skip.is_none() {
+                    first_skip = Some((name, message, candidate));
+                }
             }
             Err(other) => return Err(other),
         }
+    }
+    // A space without one valid combination is a mistake in the grid, such as a value of
+    // the wrong type, so it fails with the first combination's error.
+    if let Some((name, message, candidate)) = first_skip
+        && params.is_empty()
+    {
+        return Err(Error::InvalidParameter {
+            name,
+            message: format!(
+                "none of the {tried} combinations is a valid {} strategy; the first, {}, \
+                 fails with: {message}",
+                request.strategy_type,
+                Value::Object(candidate)
+            ),
+        });
     }
     Ok((params, strategies, tried, skipped))
 }
@@ -332,8 +355,9 @@ fn valid_combinations(request: &SweepRequest) -> Result<Combinations> {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidParameter`] for an unknown metric, an expression strategy, or invalid
-/// shared settings; [`Error::NoData`] when the range has no bars; DataFusion errors.
+/// [`Error::InvalidParameter`] for an unknown metric, an expression strategy, invalid
+/// shared settings, or a space in which no combination is valid; [`Error::NoData`] when the
+/// range has no bars; DataFusion errors.
 pub async fn run_sweep(
     ctx: &SessionContext,
     data_dir: &Path,
@@ -349,8 +373,8 @@ pub async fn run_sweep(
     };
     let total = params.len() as u64;
     // Only the best `top` results are kept (plus a slack that amortizes re-ranking), and one
-    // Sharpe ratio per combination for the deflated Sharpe ratio, so memory grows slowly with
-    // the number of combinations.
+    // Sharpe ratio per combination that has one for the deflated Sharpe ratio, so memory
+    // grows slowly with the number of combinations.
     let keep = (request.top > 0).then(|| request.top.max(256) * 4);
     let mut ranked: Vec<(usize, SweepResult)> = Vec::new();
     let mut sharpe_ratios: Vec<f64> = Vec::new();
@@ -398,7 +422,8 @@ pub async fn run_sweep(
     let results: Vec<SweepResult> = ranked.into_iter().map(|(_, result)| result).collect();
     let deflated_sharpe_ratio = match results.first() {
         Some(best) if !cancelled => {
-            deflated_sharpe_of_best(ctx, data_dir, request, best, &sharpe_ratios).await?
+            let trials = usize::try_from(evaluated).unwrap_or(usize::MAX);
+            deflated_sharpe_of_best(ctx, data_dir, request, best, trials, &sharpe_ratios).await?
         }
         _ => None,
     };
@@ -457,14 +482,16 @@ fn rank(results: &mut [(usize, SweepResult)], metric: &str) {
     });
 }
 
-/// Computes the deflated Sharpe ratio of the best result: the variance of the per-bar Sharpe
-/// ratios of every evaluated combination (`sharpe_ratios`, annualized), and the moments of
-/// the best one's returns from a single backtest of it.
+/// Computes the deflated Sharpe ratio of the best result over `trials` evaluated
+/// combinations: the sample variance of the per-bar Sharpe ratios of those that have one
+/// (`sharpe_ratios`, annualized), and the moments of the best one's returns from a single
+/// backtest of it.
 async fn deflated_sharpe_of_best(
     ctx: &SessionContext,
     data_dir: &Path,
     request: &SweepRequest,
     best: &SweepResult,
+    trials: usize,
     sharpe_ratios: &[f64],
 ) -> Result<Option<f64>> {
     let Some(best_sharpe) = metric_value(best, "sharpe_ratio") else {
@@ -498,7 +525,7 @@ async fn deflated_sharpe_of_best(
     };
     Ok(deflated::deflated_sharpe_ratio(
         best_sharpe / annualization,
-        per_bar.len(),
+        trials,
         variance,
         returns.len(),
         skewness,

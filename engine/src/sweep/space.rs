@@ -166,8 +166,10 @@ fn expand_range(name: &str, range: &Map<String, Value>) -> Result<Vec<Value>> {
                 format!("range needs low <= high and step > 0, got {low}..{high} step {step}"),
             ));
         }
-        let count = ((high - low) / step + 1) as u64;
-        check_count(name, count)?;
+        // i128 keeps the span of any two i64 bounds from overflowing.
+        let count = (i128::from(high) - i128::from(low)) / i128::from(step) + 1;
+        check_count(name, u64::try_from(count).unwrap_or(u64::MAX))?;
+        let count = count as u64;
         return Ok((0..count as i64)
             .map(|index| Value::from(low + index * step))
             .collect());

@@ -4,8 +4,12 @@
 //! Windows are counted in bars of the series. Fold k trains on bars
 //! `[k x step, k x step + train)` and tests on the next `test` bars (fewer at the end of the
 //! data). With the default step, equal to `test`, the test windows tile the range after the
-//! first training window. Each test backtest starts from the initial capital, and its
-//! indicators warm up inside the test window, as in any backtest of that range.
+//! first training window. A step above `test` leaves `step - test` bars after each test
+//! window that no test window covers, and the aggregate out-of-sample result chains the test
+//! windows across those gaps. A step below `test` is rejected, because overlapping test
+//! windows would count the shared bars twice in the aggregate. Each test backtest starts from
+//! the initial capital, and its indicators warm up inside the test window, as in any backtest
+//! of that range.
 
 use std::path::Path;
 
@@ -26,8 +30,47 @@ use crate::{Error, Result};
 pub struct WalkForwardWindows {
     pub train: usize,
     pub test: usize,
-    /// Bars between the starts of consecutive folds; defaults to `test`.
+    /// Bars between the starts of consecutive folds, at least `test`; defaults to `test`.
     pub step: Option<usize>,
+}
+
+impl WalkForwardWindows {
+    /// Checks the window sizes: `train`, `test` and `step` above 0, and `step` at least
+    /// `test`, so that no two test windows overlap.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] naming `train`, `test` or `step`.
+    pub fn validate(&self) -> Result<()> {
+        for (name, size) in [
+            ("train", Some(self.train)),
+            ("test", Some(self.test)),
+            ("step", self.step),
+        ] {
+            if size == Some(0) {
+                return Err(Error::InvalidParameter {
+                    name: name.to_string(),
+                    message: "expected a number of bars above 0, got 0".to_string(),
+                });
+            }
+        }
+        if let Some(step) = self.step
+            && step < self.test
+        {
+            return Err(Error::InvalidParameter {
+                name: "step".to_string(),
+                message: format!(
+                    "step {step} is smaller than test {test}, so consecutive test windows \
+                     would share {shared} bars and the out-of-sample result would count them \
+                     twice; set step to at least {test} (equal to test, the default, tiles the \
+                     range)",
+                    test = self.test,
+                    shared = self.test - step,
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One fold: its ranges, the combination chosen on the training window and its results.
@@ -94,6 +137,8 @@ async fn open_times(
 }
 
 /// Returns `(train_start, test_start, test_end)` bar indexes of each fold over `bars` bars.
+/// Folds start every `step` bars while a training window and one test bar fit. The windows
+/// are not checked here, so callers run [`WalkForwardWindows::validate`] first.
 pub fn fold_bounds(bars: usize, windows: WalkForwardWindows) -> Vec<(usize, usize, usize)> {
     let step = windows.step.unwrap_or(windows.test).max(1);
     let mut folds = Vec::new();
@@ -111,8 +156,8 @@ pub fn fold_bounds(bars: usize, windows: WalkForwardWindows) -> Vec<(usize, usiz
 ///
 /// # Errors
 ///
-/// [`Error::InvalidParameter`] for zero window sizes or a range too short for one fold, and
-/// the errors of [`run_sweep`].
+/// [`Error::InvalidParameter`] for windows that [`WalkForwardWindows::validate`] rejects or a
+/// range too short for one fold, and the errors of [`run_sweep`].
 pub async fn run_walk_forward(
     ctx: &SessionContext,
     data_dir: &Path,
@@ -120,18 +165,7 @@ pub async fn run_walk_forward(
     windows: WalkForwardWindows,
     control: &SweepControl,
 ) -> Result<WalkForwardReport> {
-    for (name, size) in [
-        ("train", Some(windows.train)),
-        ("test", Some(windows.test)),
-        ("step", windows.step),
-    ] {
-        if size == Some(0) {
-            return Err(Error::InvalidParameter {
-                name: name.to_string(),
-                message: "expected a number of bars above 0".to_string(),
-            });
-        }
-    }
+    windows.validate()?;
     let times = open_times(ctx, data_dir, request).await?;
     let folds = fold_bounds(times.len(), windows);
     if folds.is_empty() {
@@ -245,6 +279,93 @@ mod tests {
                 (90, 190, 200)
             ]
         );
+    }
+
+    #[test]
+    fn step_equal_to_test_is_default() {
+        let default = WalkForwardWindows {
+            train: 100,
+            test: 30,
+            step: None,
+        };
+        let explicit = WalkForwardWindows {
+            step: Some(30),
+            ..default
+        };
+        assert_eq!(fold_bounds(200, explicit), fold_bounds(200, default));
+    }
+
+    #[test]
+    fn step_above_test_leaves_gaps() {
+        let windows = WalkForwardWindows {
+            train: 100,
+            test: 30,
+            step: Some(50),
+        };
+        // Bars 130..150 and 180..200 are in no test window.
+        assert_eq!(
+            fold_bounds(240, windows),
+            vec![(0, 100, 130), (50, 150, 180), (100, 200, 230)]
+        );
+    }
+
+    #[test]
+    fn step_below_test_is_rejected() {
+        let windows = WalkForwardWindows {
+            train: 100,
+            test: 30,
+            step: Some(20),
+        };
+        match windows.validate() {
+            Err(Error::InvalidParameter { name, message }) => {
+                assert_eq!(name, "step");
+                assert!(message.contains("step 20"), "{message}");
+                assert!(message.contains("test 30"), "{message}");
+                assert!(message.contains("share 10 bars"), "{message}");
+            }
+            other => panic!("expected an error naming step, got {other:?}"),
+        }
+        let equal = WalkForwardWindows {
+            step: Some(30),
+            ..windows
+        };
+        assert!(equal.validate().is_ok());
+    }
+
+    #[test]
+    fn zero_windows_are_rejected() {
+        let cases = [
+            (
+                "train",
+                WalkForwardWindows {
+                    train: 0,
+                    test: 30,
+                    step: None,
+                },
+            ),
+            (
+                "test",
+                WalkForwardWindows {
+                    train: 100,
+                    test: 0,
+                    step: None,
+                },
+            ),
+            (
+                "step",
+                WalkForwardWindows {
+                    train: 100,
+                    test: 30,
+                    step: Some(0),
+                },
+            ),
+        ];
+        for (expected, windows) in cases {
+            match windows.validate() {
+                Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, expected),
+                other => panic!("expected an error naming {expected}, got {other:?}"),
+            }
+        }
     }
 
     #[test]
