@@ -39,8 +39,38 @@ def adbc_code(error):
     return code.name if code is not None else type(error).__name__
 
 
-def datasets(port):
-    client = flight.connect(f"grpc://127.0.0.1:{port}")
+def read_ticket(client, ticket):
+    """Read the whole result of a JSON ticket."""
+    return client.do_get(flight.Ticket(json.dumps(ticket))).read_all()
+
+
+def error_code(call):
+    """Run `call` and return OK or the status name of the error it raised."""
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - the class is what is checked
+        return pyarrow_code(error)
+    return "OK"
+
+
+def table_columns(table):
+    """Return a table as {column name: list of values}, with timestamps as epoch integers in
+    the unit of their type."""
+    columns = {}
+    for field, column in zip(table.schema, table.columns):
+        if pa.types.is_timestamp(field.type):
+            column = column.cast(pa.int64())
+        columns[field.name] = column.to_pylist()
+    return columns
+
+
+def column_types(table):
+    """Return {column name: Arrow type name}, such as "timestamp[ms, tz=UTC]"."""
+    return {field.name: str(field.type) for field in table.schema}
+
+
+def list_datasets(client):
+    """Return every FlightInfo of list_flights with its ticket."""
     listed = []
     for info in client.list_flights():
         listed.append(
@@ -48,8 +78,15 @@ def datasets(port):
                 "path": [part.decode() for part in info.descriptor.path],
                 "total_records": info.total_records,
                 "app_metadata": json.loads(info.app_metadata),
+                "ticket": info.endpoints[0].ticket.ticket.decode(),
             }
         )
+    return listed
+
+
+def datasets(port):
+    client = flight.connect(f"grpc://127.0.0.1:{port}")
+    listed = list_datasets(client)
     table = client.do_get(flight.Ticket(json.dumps(KLINES_1M))).read_all()
     open_times = table.column("open_time").cast(pa.int64())
     ranged = client.do_get(
@@ -77,6 +114,131 @@ def datasets(port):
         "ranged_columns": ranged.column_names,
         "schema_columns": schema.names,
         "info_records": info.total_records,
+    }
+
+
+def klines(port):
+    """Read BTCUSDT 1m whole and return every column."""
+    client = flight.connect(f"grpc://127.0.0.1:{port}")
+    table = read_ticket(client, KLINES_1M)
+    return {
+        "names": table.column_names,
+        "types": column_types(table),
+        "columns": table_columns(table),
+    }
+
+
+def ticks(port):
+    """List the datasets and read the BTCUSD inverse ticks through the ticket that
+    list_flights returns, whole and for one hour."""
+    client = flight.connect(f"grpc://127.0.0.1:{port}")
+    listed = list_datasets(client)
+    ticks_info = next(info for info in listed if info["path"][0] == "ticks")
+    table = client.do_get(flight.Ticket(ticks_info["ticket"])).read_all()
+    hour = read_ticket(
+        client,
+        json.loads(ticks_info["ticket"])
+        | {"start": "2019-10-01T12:00:00Z", "end": "2019-10-01T13:00:00Z"},
+    )
+    hour_ts = hour.column("ts").cast(pa.int64())
+    return {
+        "datasets": listed,
+        "names": table.column_names,
+        "types": column_types(table),
+        "columns": table_columns(table),
+        "sum_size": pc.sum(table.column("size")).as_py(),
+        "hour_rows": hour.num_rows,
+        "hour_first_us": hour_ts[0].as_py(),
+        "hour_last_us": hour_ts[-1].as_py(),
+    }
+
+
+def backtest(port, backtest_id):
+    """Read a backtest's trades and equity curve, and the status of an unknown id."""
+    client = flight.connect(f"grpc://127.0.0.1:{port}")
+    backtest_id = int(backtest_id)
+    trades = read_ticket(client, {"backtest_id": backtest_id, "table": "trades"})
+    equity = read_ticket(client, {"backtest_id": backtest_id, "table": "equity"})
+    equity_descriptor = flight.FlightDescriptor.for_command(
+        json.dumps({"backtest_id": backtest_id, "table": "equity"})
+    )
+    unknown_id = backtest_id + 1000
+    unknown = {}
+    for table_name in ("trades", "equity"):
+        ticket = {"backtest_id": unknown_id, "table": table_name}
+        unknown[table_name] = error_code(lambda ticket=ticket: read_ticket(client, ticket))
+    unknown_descriptor = flight.FlightDescriptor.for_command(
+        json.dumps({"backtest_id": unknown_id, "table": "trades"})
+    )
+    unknown["schema"] = error_code(lambda: client.get_schema(unknown_descriptor))
+    return {
+        "trade_types": column_types(trades),
+        "trades": table_columns(trades),
+        "equity_types": column_types(equity),
+        "equity": table_columns(equity),
+        "equity_schema": client.get_schema(equity_descriptor).schema.names,
+        "unknown": unknown,
+    }
+
+
+def protobuf_varint(value):
+    """Encode an unsigned integer as a protobuf varint."""
+    encoded = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            encoded.append(byte | 0x80)
+        else:
+            encoded.append(byte)
+            return bytes(encoded)
+
+
+def protobuf_bytes_field(number, payload):
+    """Encode a length-delimited protobuf field."""
+    return protobuf_varint(number << 3 | 2) + protobuf_varint(len(payload)) + payload
+
+
+def get_sql_info_command(info_ids):
+    """Encode a Flight SQL CommandGetSqlInfo, wrapped in google.protobuf.Any as a command
+    descriptor carries it. pyarrow has no Flight SQL messages, so the two messages are
+    written by hand: CommandGetSqlInfo has one field, `repeated uint32 info = 1` (packed)."""
+    packed_ids = b"".join(protobuf_varint(info_id) for info_id in info_ids)
+    command = protobuf_bytes_field(1, packed_ids)
+    type_url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandGetSqlInfo"
+    return protobuf_bytes_field(1, type_url) + protobuf_bytes_field(2, command)
+
+
+# SqlInfo ids of the Flight SQL protocol (FlightSql.proto).
+SQL_INFO_IDS = {
+    "FLIGHT_SQL_SERVER_NAME": 0,
+    "FLIGHT_SQL_SERVER_VERSION": 1,
+    "FLIGHT_SQL_SERVER_ARROW_VERSION": 2,
+    "FLIGHT_SQL_SERVER_READ_ONLY": 3,
+    "FLIGHT_SQL_SERVER_SQL": 4,
+    "FLIGHT_SQL_SERVER_SUBSTRAIT": 5,
+}
+
+
+def sql_info(port):
+    """Call CommandGetSqlInfo through the ADBC driver and directly with pyarrow.flight."""
+    import adbc_driver_flightsql.dbapi as dbapi
+
+    with dbapi.connect(f"grpc://127.0.0.1:{port}") as connection:
+        adbc_info = connection.adbc_get_info()
+    client = flight.connect(f"grpc://127.0.0.1:{port}")
+    descriptor = flight.FlightDescriptor.for_command(
+        get_sql_info_command(SQL_INFO_IDS.values())
+    )
+    info = client.get_flight_info(descriptor)
+    table = client.do_get(info.endpoints[0].ticket).read_all()
+    names = {info_id: name for name, info_id in SQL_INFO_IDS.items()}
+    values = {names[row["info_name"]]: row["value"] for row in table.to_pylist()}
+    return {
+        "adbc": {str(key): value for key, value in adbc_info.items()},
+        "values": values,
+        "rows": table.num_rows,
+        "columns": table.column_names,
     }
 
 
@@ -120,6 +282,15 @@ def adbc(port):
     }
 
 
+def execute_statement_query(cursor, sql):
+    """Run `sql` as a Flight SQL statement query, without the prepared statement that
+    cursor.execute() creates, and read its result."""
+    statement = cursor.adbc_statement
+    statement.set_sql_query(sql)
+    handle, _ = statement.execute_query()
+    return pa.RecordBatchReader._import_from_c(handle.address).read_all()
+
+
 def errors(port):
     import adbc_driver_flightsql.dbapi as dbapi
 
@@ -131,28 +302,42 @@ def errors(port):
     }
     codes = {}
     for name, ticket in tickets.items():
-        try:
-            client.do_get(flight.Ticket(ticket)).read_all()
-            codes[name] = "OK"
-        except Exception as error:  # noqa: BLE001 - the class is what is checked
-            codes[name] = pyarrow_code(error)
+        codes[name] = error_code(
+            lambda ticket=ticket: client.do_get(flight.Ticket(ticket)).read_all()
+        )
     statements = {
         "bad_sql": "SELEC 1 FROM klines",
         "copy": "COPY (SELECT 1) TO '/tmp/bst_flight_copy.csv'",
         "create_table": "CREATE TABLE t (a INT)",
+        "insert": "INSERT INTO klines SELECT * FROM klines",
+        "update": "UPDATE klines SET close = 0 WHERE symbol = 'BTCUSDT'",
+        "delete": "DELETE FROM klines WHERE symbol = 'BTCUSDT'",
+        "drop_table": "DROP TABLE klines",
     }
     with dbapi.connect(f"grpc://127.0.0.1:{port}") as connection:
         for name, sql in statements.items():
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql)
-                cursor.fetchall()
-                codes[name] = "OK"
-            except Exception as error:  # noqa: BLE001
-                codes[name] = adbc_code(error)
-                codes[name + "_message"] = str(error)
-            finally:
-                cursor.close()
+            # The statement's execute_query() sends a query (CommandStatementQuery),
+            # executescript() an update (CommandStatementUpdate through DoPut), and
+            # execute() creates a prepared statement first.
+            paths = {
+                "": lambda cursor, sql=sql: execute_statement_query(cursor, sql),
+                "_update": lambda cursor, sql=sql: cursor.executescript(sql),
+                "_prepared": lambda cursor, sql=sql: (cursor.execute(sql), cursor.fetchall()),
+            }
+            for suffix, run in paths.items():
+                cursor = connection.cursor()
+                try:
+                    run(cursor)
+                    codes[name + suffix] = "OK"
+                except Exception as error:  # noqa: BLE001
+                    codes[name + suffix] = adbc_code(error)
+                    codes[name + suffix + "_message"] = str(error)
+                finally:
+                    cursor.close()
+        cursor = connection.cursor()
+        cursor.execute("SELECT count(*) FROM klines")
+        (codes["rows_after"],) = cursor.fetchone()
+        cursor.close()
     return codes
 
 
@@ -199,6 +384,10 @@ def main():
     extra = sys.argv[3:]
     result = {
         "datasets": datasets,
+        "klines": klines,
+        "ticks": ticks,
+        "backtest": backtest,
+        "sql_info": sql_info,
         "adbc": adbc,
         "errors": errors,
         "auth": auth,

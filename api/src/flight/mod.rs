@@ -15,7 +15,7 @@
 //! ```json
 //! {"dataset": "klines", "category": "linear", "symbol": "BTCUSDT", "timeframe": "1",
 //!  "start": "2025-06-01T00:00:00Z", "end": 1748822400000, "columns": ["open_time", "close"]}
-//! {"dataset": "ticks", "category": "linear", "symbol": "BTCUSD", "start": "2019-10-01"}
+//! {"dataset": "ticks", "category": "inverse", "symbol": "BTCUSD", "start": "2019-10-01"}
 //! {"backtest_id": 1, "table": "trades"}
 //! {"backtest_id": 1, "table": "equity"}
 //! ```
@@ -28,7 +28,12 @@
 //! `columns` picks columns, partition columns included; by default a dataset returns the
 //! columns of its files. Rows come sorted by time and stream batch by batch from the
 //! DataFusion plan. A backtest ticket returns the trades or the equity curve of a stored
-//! backtest.
+//! backtest, with the values of `GET /api/v1/backtests/{id}/trades` and `/equity`. Trades
+//! come sorted by entry time and id, with the columns `id`, `backtest_id`, `entry_time`,
+//! `exit_time`, `side`, `entry_price`, `exit_price`, `quantity`, `pnl`, `pnl_pct`,
+//! `commission`, `funding` and `exit_reason`, where `side` is the position (`long` or
+//! `short`). The equity curve has every point (`open_time`, `equity`, `drawdown`), without
+//! the downsampling of the REST route.
 //!
 //! # Flight SQL
 //!
