@@ -3,7 +3,8 @@
 //! The Bybit stream client reads a local replay of a real WebSocket capture, and the REST
 //! backfill reads the local REST server. Redis is a real `redis-server` on a free port.
 //!
-//! `BST_LIVE_REPLAY_SPEED` (default 10) divides the capture's own pacing of about 45 s.
+//! `BST_LIVE_REPLAY_SPEED` (default 10) divides the capture's own pacing of about 45 s. The
+//! server's log is kept, so tests also check the fields of logged lines.
 
 #[path = "../ingest/tests/support/bybit_server.rs"]
 mod bybit_server;
@@ -16,6 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bst_ingest::decimal::Decimal;
@@ -41,6 +43,9 @@ const OPEN_MINUTE_MS: i64 = 1786310820000;
 const REDIS_PASSWORD: &str = "live-test-secret";
 /// Generous bound of every wait, for slow CI machines.
 const DEADLINE: Duration = Duration::from_secs(90);
+/// Time allowed for noticing a drop and opening a loopback TCP connection, on top of the
+/// backoff delay.
+const CONNECT_ALLOWANCE: Duration = Duration::from_secs(1);
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -64,6 +69,8 @@ struct Capture {
     frames: Vec<ReplayFrame>,
     /// Every trade in capture order: `(symbol, ts_ms, price text, qty text, side)`.
     trades: Vec<(String, i64, String, String, String)>,
+    /// The trade ids (`i`) in the same order.
+    trade_ids: Vec<String>,
     kline_updates: usize,
     /// The confirmed bars by symbol.
     confirmed: BTreeMap<String, Kline>,
@@ -78,6 +85,7 @@ fn load_capture() -> Capture {
     let mut capture = Capture {
         frames: Vec::new(),
         trades: Vec::new(),
+        trade_ids: Vec::new(),
         kline_updates: 0,
         confirmed: BTreeMap::new(),
         last_open_volume: HashMap::new(),
@@ -95,6 +103,7 @@ fn load_capture() -> Capture {
                     field("v"),
                     field("S").to_lowercase(),
                 ));
+                capture.trade_ids.push(field("i"));
             } else {
                 capture.kline_updates += 1;
                 let symbol = frame.topic.rsplit('.').next().unwrap().to_string();
@@ -190,16 +199,6 @@ impl Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-
-    fn publish(&self, channel: &str, payload: &str) -> i64 {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut connection = client.get_connection().unwrap();
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query(&mut connection)
-            .unwrap()
-    }
 }
 
 impl Drop for Redis {
@@ -214,6 +213,8 @@ struct Server {
     port: u16,
     _data_dir: tempfile::TempDir,
     data_path: PathBuf,
+    /// Every line the server has logged so far, also forwarded to the test output.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -245,9 +246,15 @@ impl Server {
         }
         let mut child = command.spawn().expect("failed to start bst serve");
         let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log_writer = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[bst serve] {line}");
+                log_writer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
             }
         });
         let server = Self {
@@ -255,6 +262,7 @@ impl Server {
             port,
             data_path: data_dir.path().to_path_buf(),
             _data_dir: data_dir,
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(300);
         while server.get("/healthz").await != Some(200) {
@@ -267,6 +275,28 @@ impl Server {
     async fn get(&self, path: &str) -> Option<u16> {
         let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port)).await;
         response.ok().map(|response| response.status().as_u16())
+    }
+
+    /// Returns the logged lines that contain `text`.
+    fn log_lines(&self, text: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        log.iter()
+            .filter(|line| line.contains(text))
+            .cloned()
+            .collect()
+    }
+
+    /// Returns the server's resident memory in KiB, the `VmRSS` of `/proc/PID/status`.
+    fn resident_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("failed to read {path}: {error}"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{path} has no VmRSS line"))
     }
 
     fn live_url(&self, query: &str) -> String {
@@ -328,6 +358,13 @@ async fn read_messages(client: &mut Client, count: usize, name: &str) -> Vec<Val
         }
     }
     messages
+}
+
+/// Returns the value of `name=VALUE` in a line of the server's log, which uses the default
+/// `tracing` text format.
+fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
 }
 
 async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
@@ -546,6 +583,8 @@ async fn reconnect_backfills_missed_bars() {
         resume_at: confirm_lines[confirm_lines.len() - 1] + 1,
     };
     let replay = WsReplay::start_server(capture.frames.clone(), replay_speed(), Some(plan)).await;
+    let min_delay = Duration::from_millis(500);
+    let max_delay = Duration::from_secs(2);
     let mut env = stream_env(&replay, &rest);
     env.push(("WS_RECONNECT_DELAY_SEC", "0.5".to_string()));
     env.push(("WS_RECONNECT_DELAY_MAX_SEC", "2".to_string()));
@@ -568,19 +607,55 @@ async fn reconnect_backfills_missed_bars() {
     })
     .await;
     let connections = replay.connections();
+    assert_eq!(connections.len(), 2, "{connections:?}");
     let dropped_at = connections[0]
         .dropped_at
         .expect("the first connection was dropped");
-    let delay = connections[1].accepted_at.duration_since(dropped_at);
+    let reconnect_time = connections[1].accepted_at.duration_since(dropped_at);
     assert!(
-        delay >= Duration::from_millis(450),
-        "reconnected after {delay:?}"
+        reconnect_time >= min_delay,
+        "reconnected {reconnect_time:?} after the drop, before the minimum backoff {min_delay:?}"
     );
     assert!(
-        delay <= Duration::from_secs(7),
-        "reconnected after {delay:?}"
+        reconnect_time <= max_delay + CONNECT_ALLOWANCE,
+        "reconnected {reconnect_time:?} after the drop, later than the maximum backoff \
+         {max_delay:?} plus {CONNECT_ALLOWANCE:?}"
     );
-    assert_eq!(connections[1].topics, expected_topics());
+    // The resubscription repeats the first connection's topics, each once.
+    assert_eq!(connections[0].topics, expected_topics());
+    assert_eq!(connections[1].topics, connections[0].topics);
+
+    // The drop is logged with the retry number and the backoff, and so is the reconnect.
+    wait_for("the log line of the reconnect", || {
+        server.log_lines("connected to the Bybit stream").len() == 2
+    })
+    .await;
+    let drops = server.log_lines("Bybit stream connection dropped");
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    let drop_line = &drops[0];
+    assert_eq!(log_field(drop_line, "attempt"), Some("1"), "{drop_line}");
+    let logged_delay_ms: u64 = log_field(drop_line, "delay_ms")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no delay_ms in {drop_line}"));
+    // The first retry waits the minimum raised by a jitter of at most 50 %.
+    assert!(logged_delay_ms >= 500, "{drop_line}");
+    assert!(logged_delay_ms <= 750, "{drop_line}");
+    let logged_delay = Duration::from_millis(logged_delay_ms);
+    assert!(
+        reconnect_time >= logged_delay,
+        "reconnected {reconnect_time:?} after the drop: {drop_line}"
+    );
+    assert!(
+        reconnect_time <= logged_delay + CONNECT_ALLOWANCE,
+        "reconnected {reconnect_time:?} after the drop: {drop_line}"
+    );
+    let connects = server.log_lines("connected to the Bybit stream");
+    let delay_text = logged_delay_ms.to_string();
+    let expected_fields = [("0", "0"), ("1", delay_text.as_str())];
+    for (line, (attempt, delay_ms)) in connects.iter().zip(expected_fields) {
+        assert_eq!(log_field(line, "attempt"), Some(attempt), "{line}");
+        assert_eq!(log_field(line, "delay_ms"), Some(delay_ms), "{line}");
+    }
 
     // Trades keep flowing after the reconnect.
     let after_reconnect = read_messages(&mut ticks, 5, "ticks").await;
@@ -611,29 +686,90 @@ async fn reconnect_backfills_missed_bars() {
     );
 }
 
+/// Replay speed of the Redis restart test: the capture then lasts about 21 s, which outlasts
+/// the outage and the reconnects.
+const RESTART_REPLAY_SPEED: f64 = 2.0;
+
+/// Returns the capture index of a normalized trade message, found by its trade id.
+fn capture_index(capture: &Capture, message: &Value) -> usize {
+    let id = message["trade_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("trade without a trade_id: {message}"));
+    capture
+        .trade_ids
+        .iter()
+        .position(|known| known == id)
+        .unwrap_or_else(|| panic!("trade {id} is not in the capture: {message}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_keeps_api_and_relay() {
+    let capture = load_capture();
+    let rest_dir = tempfile::tempdir().unwrap();
+    let rest = BybitServer::start(
+        &write_rest_csvs(&capture, rest_dir.path()),
+        OPEN_MINUTE_MS + 60_000,
+        Faults::default(),
+    )
+    .await;
+    let replay = WsReplay::start_server(capture.frames.clone(), RESTART_REPLAY_SPEED, None).await;
     let mut redis = Redis::start();
     let port = redis.port;
-    let server = Server::start(&[("REDIS_URL", redis.url())]).await;
+    let mut env = stream_env(&replay, &rest);
+    env.push(("REDIS_URL", redis.url()));
+    let server = Server::start(&env).await;
     let (mut before, _) = server.connect("?channel=bybit:ticks").await;
-    assert_eq!(redis.publish("bybit:ticks", r#"{"n":1}"#), 1);
-    assert_eq!(next_text(&mut before).await.unwrap(), r#"{"n":1}"#);
+    wait_for("the stream client to subscribe", || {
+        replay
+            .connections()
+            .first()
+            .is_some_and(|connection| connection.topics.len() == expected_topics().len())
+    })
+    .await;
+    replay.start();
+
+    let first = read_messages(&mut before, 3, "before the restart").await;
+    let first_indexes: Vec<usize> = first
+        .iter()
+        .map(|message| capture_index(&capture, message))
+        .collect();
+    assert_eq!(first_indexes, [0, 1, 2]);
 
     redis.kill();
-    let closed = next_text(&mut before).await.unwrap_err();
+    let cursor_at_kill = replay.cursor();
+    // Trades relayed before the kill may still be queued ahead of the close frame.
+    let mut last_index = first_indexes[2];
+    let closed = loop {
+        match next_text(&mut before).await {
+            Ok(text) => {
+                let message: Value = serde_json::from_str(&text).expect("message is JSON");
+                last_index = capture_index(&capture, &message);
+            }
+            Err(reason) => break reason,
+        }
+    };
     assert!(closed.starts_with("close 1011"), "{closed}");
     assert!(closed.contains("Redis"), "{closed}");
+
+    // The stream keeps running and REST keeps responding while Redis is down.
+    wait_for("frames streamed during the outage", || {
+        replay.cursor() >= cursor_at_kill + 3
+    })
+    .await;
     assert_eq!(server.get("/healthz").await, Some(200));
     assert_eq!(server.get("/api/v1/strategies").await, Some(200));
+    let (mut refused, _) = tokio_tungstenite::connect_async(server.live_url(""))
+        .await
+        .expect("/live accepts connections while Redis is down");
+    let refusal = next_text(&mut refused).await.unwrap_err();
+    assert!(refusal.starts_with("close 1011"), "{refusal}");
 
-    let redis = Redis::start_on(port);
+    let _redis = Redis::start_on(port);
     let deadline = Instant::now() + DEADLINE;
     let mut after = loop {
-        let (mut client, _) =
-            tokio_tungstenite::connect_async(server.live_url("?channel=bybit:ticks"))
-                .await
-                .expect("/live accepts connections while Redis is down");
+        let (mut client, _) = tokio_tungstenite::connect_async(server.live_url(""))
+            .await
+            .expect("/live accepts connections after the restart");
         match next_text(&mut client).await {
             Ok(text) if text.contains("subscribed") => break client,
             other => {
@@ -645,9 +781,167 @@ async fn redis_restart_keeps_api_and_relay() {
             }
         }
     };
-    assert_eq!(redis.publish("bybit:ticks", r#"{"n":2}"#), 1);
-    assert_eq!(next_text(&mut after).await.unwrap(), r#"{"n":2}"#);
+    assert!(
+        !replay.finished(),
+        "the replay ended before a client subscribed again; lower RESTART_REPLAY_SPEED"
+    );
+
+    // The stream publisher delivers new trades; the test itself publishes nothing.
+    let new_trades = read_messages(&mut after, 5, "after the restart").await;
+    for message in &new_trades {
+        let index = capture_index(&capture, message);
+        assert!(
+            index > last_index,
+            "trade {index} arrived after trade {last_index}: {message}"
+        );
+        last_index = index;
+        let (symbol, ts_ms, price, ..) = &capture.trades[index];
+        assert_eq!(message["type"], "trade", "{message}");
+        assert_eq!(message["symbol"], symbol.as_str(), "{message}");
+        assert_eq!(message["ts_ms"].as_i64(), Some(*ts_ms), "{message}");
+        assert_eq!(message["price"].as_f64(), price.parse().ok(), "{message}");
+    }
     assert_eq!(server.get("/api/v1/strategies").await, Some(200));
+
+    // The outage lost no stored trade, because storing does not go through Redis.
+    let data_dir = server.data_path.clone();
+    wait_for("every trade to be stored", || {
+        SYMBOLS.iter().all(|symbol| {
+            let expected = capture.trades.iter().filter(|t| t.0 == *symbol).count();
+            read_ticks(&data_dir, Category::Linear, symbol).map_or(0, |ticks| ticks.len())
+                == expected
+        })
+    })
+    .await;
+}
+
+/// Payload bytes of each message of the slow-client test.
+const SLOW_TEST_PAYLOAD_BYTES: usize = 4_096;
+/// Messages published at a time, below the default client buffer of 1,024 so that a client
+/// that reads every batch never falls behind.
+const SLOW_TEST_BATCH: u64 = 256;
+/// Minimum bytes published in the slow-client test, which also runs until the slow client is
+/// closed.
+const SLOW_TEST_PUBLISHED_BYTES: u64 = 256 << 20;
+/// Allowed growth of the server's resident memory while those bytes are published.
+const SLOW_TEST_MEMORY_GROWTH_KIB: u64 = 64 << 10;
+/// Receive buffer of the slow client's socket, so that its connection fills quickly.
+const SLOW_CLIENT_RECEIVE_BUFFER: u32 = 64 << 10;
+/// Time the slow client goes on not reading after the server logged that it closes it.
+const SLOW_CLIENT_PAUSE_AFTER_CLOSE: Duration = Duration::from_secs(3);
+
+/// Returns the `seq` of a slow-test message such as `{"seq":12,"pad":"xx..."}`.
+fn sequence_number(text: &str) -> u64 {
+    text.strip_prefix(r#"{"seq":"#)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected message {:?}", &text[..text.len().min(40)]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_closed_with_reason() {
+    const CHANNEL: &str = "load";
+    let redis = Redis::start();
+    let server = Server::start(&[("REDIS_URL", redis.url())]).await;
+
+    // The slow client subscribes, then reads nothing until the end.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .set_recv_buffer_size(SLOW_CLIENT_RECEIVE_BUFFER)
+        .unwrap();
+    let stream = socket
+        .connect(([127, 0, 0, 1], server.port).into())
+        .await
+        .expect("failed to connect the slow client");
+    let (mut slow, _) = tokio_tungstenite::client_async(
+        server.live_url(&format!("?channel={CHANNEL}")),
+        MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("failed to open the slow client's WebSocket");
+    let confirmation = next_text(&mut slow).await.unwrap();
+    assert!(confirmation.contains("subscribed"), "{confirmation}");
+    let (mut fast, _) = server.connect(&format!("?channel={CHANNEL}")).await;
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let pad = "x".repeat(SLOW_TEST_PAYLOAD_BYTES);
+    let baseline_kib = server.resident_kib();
+    let mut peak_kib = baseline_kib;
+    let mut published: u64 = 0;
+    let mut published_when_closed: Option<u64> = None;
+    let deadline = Instant::now() + 2 * DEADLINE;
+    // Publish in batches, and let the fast client read each batch before the next one.
+    loop {
+        let batch = published..published + SLOW_TEST_BATCH;
+        let mut pipe = redis::pipe();
+        for seq in batch.clone() {
+            let payload = format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#);
+            pipe.cmd("PUBLISH").arg(CHANNEL).arg(payload).ignore();
+        }
+        pipe.query_async::<()>(&mut connection).await.unwrap();
+        for expected in batch {
+            let text = next_text(&mut fast).await.unwrap_or_else(|reason| {
+                panic!("the fast client stopped before message {expected}: {reason}")
+            });
+            assert_eq!(sequence_number(&text), expected);
+        }
+        published += SLOW_TEST_BATCH;
+        peak_kib = peak_kib.max(server.resident_kib());
+        if published_when_closed.is_none()
+            && !server.log_lines("closing a slow /live client").is_empty()
+        {
+            published_when_closed = Some(published);
+        }
+        let published_bytes = published * SLOW_TEST_PAYLOAD_BYTES as u64;
+        if published_bytes >= SLOW_TEST_PUBLISHED_BYTES
+            && published_when_closed.is_some_and(|closed| published > closed)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow client was not closed after {published} messages"
+        );
+    }
+
+    // Reading again later, the slow client gets a prefix of the messages, then the close frame.
+    tokio::time::sleep(SLOW_CLIENT_PAUSE_AFTER_CLOSE).await;
+    let mut received: u64 = 0;
+    let close = loop {
+        match tokio::time::timeout(DEADLINE, slow.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                assert_eq!(sequence_number(text.as_str()), received);
+                received += 1;
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => {}
+            other => panic!(
+                "the slow client got {received} of {published} messages, then {other:?} in \
+                 place of a close frame"
+            ),
+        }
+    };
+    let close = close.expect("the close frame has a code and a reason");
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert!(close.reason.starts_with("client too slow"), "{close:?}");
+    assert!(
+        received < published,
+        "the slow client got all {published} messages"
+    );
+
+    // Had the server buffered the slow client's messages, its memory would have grown by most
+    // of the at least 256 MiB published.
+    let growth_kib = peak_kib.saturating_sub(baseline_kib);
+    eprintln!(
+        "published {published} messages; the slow client got {received} and a close after \
+         {published_when_closed:?}; resident memory {baseline_kib} KiB, peak {peak_kib} KiB"
+    );
+    assert!(
+        growth_kib <= SLOW_TEST_MEMORY_GROWTH_KIB,
+        "resident memory grew by {growth_kib} KiB, from {baseline_kib} KiB, while \
+         {published} messages were published"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

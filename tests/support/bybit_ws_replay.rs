@@ -57,8 +57,13 @@ pub(crate) struct DropPlan {
 /// What happened on one accepted connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionRecord {
+    /// When the TCP connection was accepted, before the WebSocket handshake.
     pub(crate) accepted_at: Instant,
+    /// When the first subscribe request arrived.
+    pub(crate) subscribed_at: Option<Instant>,
+    /// Topics of every subscribe request, in order, with repeats kept.
     pub(crate) topics: Vec<String>,
+    /// When the planned drop closed this connection.
     pub(crate) dropped_at: Option<Instant>,
     pub(crate) pings: u64,
 }
@@ -110,7 +115,12 @@ impl WsReplay {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                tokio::spawn(serve_connection(stream, Arc::clone(&accept_shared)));
+                let accepted_at = Instant::now();
+                tokio::spawn(serve_connection(
+                    stream,
+                    accepted_at,
+                    Arc::clone(&accept_shared),
+                ));
             }
         });
         Self {
@@ -137,7 +147,12 @@ impl WsReplay {
 
     /// Returns true when every frame was sent.
     pub(crate) fn finished(&self) -> bool {
-        *lock(&self.shared.cursor) >= self.shared.frames.len()
+        self.cursor() >= self.shared.frames.len()
+    }
+
+    /// Returns the index of the next frame to send, which counts the frames sent or skipped.
+    pub(crate) fn cursor(&self) -> usize {
+        *lock(&self.shared.cursor)
     }
 }
 
@@ -151,14 +166,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, accepted_at: Instant, shared: Arc<Shared>) {
     let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
     let index = {
         let mut connections = lock(&shared.connections);
         connections.push(ConnectionRecord {
-            accepted_at: Instant::now(),
+            accepted_at,
+            subscribed_at: None,
             topics: Vec::new(),
             dropped_at: None,
             pings: 0,
@@ -197,7 +213,11 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
                             .as_array()
                             .map(|args| args.iter().filter_map(|arg| arg.as_str().map(str::to_string)).collect())
                             .unwrap_or_default();
-                        lock(&shared.connections)[index].topics.extend(topics);
+                        let mut connections = lock(&shared.connections);
+                        let record = &mut connections[index];
+                        record.subscribed_at.get_or_insert_with(Instant::now);
+                        record.topics.extend(topics);
+                        drop(connections);
                         format!(r#"{{"success":true,"ret_msg":"","conn_id":"{conn_id}","req_id":"","op":"subscribe"}}"#)
                     }
                     "ping" => {

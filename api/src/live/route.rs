@@ -9,19 +9,24 @@
 
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::live::bus::{Delivery, Subscription};
 use crate::live::config::DEFAULT_CHANNEL_TICKS;
 use crate::state::AppState;
 
 /// Maximum time one frame may take to reach the client's socket.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Maximum time a close frame may wait behind frames the client has not read yet. Nothing else
+/// is queued meanwhile, so a client that stopped reading holds no more than its unsent frames.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Maximum length of a channel or pattern, in bytes.
 const MAX_CHANNEL_BYTES: usize = 256;
 /// WebSocket close codes (RFC 6455, section 7.4.1).
@@ -29,33 +34,59 @@ const CLOSE_POLICY: u16 = 1008;
 const CLOSE_INTERNAL_ERROR: u16 = 1011;
 
 /// Query parameters of `/live`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LiveParams {
+    /// Bus channel to relay, or a glob pattern when `pattern` is 1. Default: `bybit:ticks`.
     channel: Option<String>,
+    /// `1` (or `true`) subscribes to a pattern, `0` (or `false`, the default) to one channel.
     pattern: Option<String>,
-    token: Option<String>,
 }
 
-/// Checks the token and the parameters, then upgrades to a WebSocket.
+/// Checks the parameters, then upgrades to a WebSocket. The API key, when the server
+/// requires one, was checked before this handler runs, from the header or `?token=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/live",
+    tag = "live",
+    params(
+        LiveParams,
+        ("token" = Option<String>, Query, description = "An API key, for WebSocket clients \
+            that cannot send the header `Authorization: Bearer <key>`"),
+    ),
+    description = "Upgrades to a WebSocket. The first text frame confirms the subscription: \
+        `{\"status\":\"subscribed\",\"channel\":\"bybit:ticks\",\"pattern\":false,\"url\":null}`; \
+        each bus message follows as one text frame. Normalized events have `v`, `type` \
+        (`trade` or `kline`), `source`, `symbol`, `ts_ms` or `open_time` in epoch ms, and \
+        prices and quantities as numbers.",
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
+        (status = 405, description = "Not a GET request", body = crate::error::ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded", body = crate::error::ErrorBody),
+        (status = 422, description = "Invalid channel or pattern", body = crate::error::ErrorBody),
+    )
+)]
 pub(crate) async fn live(
     State(state): State<AppState>,
-    Query(params): Query<LiveParams>,
-    upgrade: WebSocketUpgrade,
+    ApiQuery(params): ApiQuery<LiveParams>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let keys = &state.live.config().api_keys;
-    if !keys.is_empty() {
-        let token = params.token.as_deref().unwrap_or("");
-        if !keys
-            .iter()
-            .fold(false, |found, key| found | constant_time_eq(key, token))
-        {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
             return ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                detail: "missing or invalid token: pass one of BST_API_KEYS as ?token=".to_string(),
+                status: rejection.status(),
+                detail: format!(
+                    "not a WebSocket upgrade request ({}); connect with a WebSocket client \
+                     to ws://HOST:PORT/api/v1/live",
+                    rejection.body_text()
+                ),
             }
             .into_response();
         }
-    }
+    };
     let channel = params
         .channel
         .unwrap_or_else(|| DEFAULT_CHANNEL_TICKS.to_string());
@@ -154,32 +185,13 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         reason: reason[..end].to_string().into(),
     };
     let send = socket.send(Message::Close(Some(frame)));
-    if let Ok(Err(error)) = tokio::time::timeout(Duration::from_secs(1), send).await {
-        tracing::debug!(%error, "failed to send a close frame to a /live client");
-    }
-}
-
-/// Compares two strings in time that depends only on their lengths, not on where they differ.
-fn constant_time_eq(expected: &str, given: &str) -> bool {
-    let (expected, given) = (expected.as_bytes(), given.as_bytes());
-    let mut difference = expected.len() ^ given.len();
-    for (index, &byte) in expected.iter().enumerate() {
-        let other = given.get(index).copied().unwrap_or(0);
-        difference |= usize::from(byte ^ other);
-    }
-    difference == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_whole_strings() {
-        assert!(constant_time_eq("key-1", "key-1"));
-        assert!(!constant_time_eq("key-1", "key-2"));
-        assert!(!constant_time_eq("key-1", "key-1x"));
-        assert!(!constant_time_eq("key-1", ""));
-        assert!(!constant_time_eq("", "x"));
+    match tokio::time::timeout(CLOSE_TIMEOUT, send).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "failed to send a close frame to a /live client");
+        }
+        Err(_) => tracing::debug!(
+            "timed out after {CLOSE_TIMEOUT:?} sending a close frame to a /live client"
+        ),
     }
 }

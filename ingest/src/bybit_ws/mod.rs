@@ -223,7 +223,12 @@ struct SessionEnd {
 }
 
 /// Streams normalized events into `events` until its receiver is dropped, reconnecting
-/// forever. Every connect, drop and retry is logged with `url`, `attempt` and `delay_ms`.
+/// forever.
+///
+/// Every connect, drop and failed connect is logged with `url`, `attempt` and `delay_ms`.
+/// `attempt` counts the connect attempts since the last connection that received data (0 for
+/// the first connection), and `delay_ms` is the backoff waited before a connect, or the one
+/// to wait before the next attempt after a drop or failure.
 pub async fn run(
     config: WsConfig,
     events: mpsc::Sender<LiveEvent>,
@@ -232,15 +237,21 @@ pub async fn run(
     let mut backoff = Backoff::new(config.reconnect_delay, config.reconnect_delay_max);
     let mut state = StreamState::default();
     let mut attempt: u32 = 0;
+    let mut delay = Duration::ZERO;
     loop {
         let connect = tokio::time::timeout(
             config.connect_timeout,
             tokio_tungstenite::connect_async(config.url.as_str()),
         )
         .await;
-        let reason = match connect {
+        match connect {
             Ok(Ok((stream, _response))) => {
-                tracing::info!(url = %config.url, attempt, "connected to the Bybit stream");
+                tracing::info!(
+                    url = %config.url,
+                    attempt,
+                    delay_ms = millis(delay),
+                    "connected to the Bybit stream"
+                );
                 let end = session(&config, stream, &mut state, &events, &backfill_target).await;
                 if end.stop {
                     return;
@@ -249,26 +260,48 @@ pub async fn run(
                     attempt = 0;
                     state.backfill_pending = true;
                 }
-                tracing::warn!(url = %config.url, reason = %end.reason, "Bybit stream connection dropped");
-                end.reason
+                attempt = attempt.saturating_add(1);
+                delay = backoff.delay(attempt);
+                tracing::warn!(
+                    url = %config.url,
+                    attempt,
+                    delay_ms = millis(delay),
+                    reason = %end.reason,
+                    "Bybit stream connection dropped; reconnecting"
+                );
             }
-            Ok(Err(error)) => format!("connect failed: {error}"),
-            Err(_) => format!("connect timed out after {:?}", config.connect_timeout),
-        };
-        attempt = attempt.saturating_add(1);
-        let delay = backoff.delay(attempt);
-        tracing::warn!(
-            url = %config.url,
-            attempt,
-            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-            reason = %reason,
-            "reconnecting to the Bybit stream"
-        );
+            Ok(Err(error)) => {
+                attempt = attempt.saturating_add(1);
+                delay = backoff.delay(attempt);
+                tracing::warn!(
+                    url = %config.url,
+                    attempt,
+                    delay_ms = millis(delay),
+                    %error,
+                    "failed to connect to the Bybit stream; retrying"
+                );
+            }
+            Err(_) => {
+                attempt = attempt.saturating_add(1);
+                delay = backoff.delay(attempt);
+                tracing::warn!(
+                    url = %config.url,
+                    attempt,
+                    delay_ms = millis(delay),
+                    timeout_ms = millis(config.connect_timeout),
+                    "connecting to the Bybit stream timed out; retrying"
+                );
+            }
+        }
         tokio::time::sleep(delay).await;
         if events.is_closed() {
             return;
         }
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 type WsStream =
