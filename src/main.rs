@@ -131,12 +131,27 @@ struct BacktestArgs {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Address the REST API listens on, as HOST:PORT (a host name such as localhost works).
+    /// It must be a loopback address unless BST_API_KEYS is set.
     #[arg(long, env = "BST_ADDR", default_value = "127.0.0.1:8000")]
     addr: String,
+    /// Origins that browsers may call the REST API from, comma-separated, such as
+    /// https://app.example.com; `*` allows any origin. Default: none, so browsers block
+    /// calls from other origins.
+    #[arg(
+        long,
+        env = "BST_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = bst_api::auth::CorsOrigin::parse
+    )]
+    cors_origins: Vec<bst_api::auth::CorsOrigin>,
     /// In-process backtest workers; 0 leaves queued backtests to external workers.
     /// Default: the number of CPU cores.
     #[arg(long, env = "BST_WORKERS")]
     workers: Option<usize>,
+    /// Seconds after which the claim of a running backtest is stale, so that
+    /// POST /api/v1/backtests/{id}/claim hands the backtest to another worker.
+    #[arg(long, env = "BST_CLAIM_STALE_SECS", default_value_t = 600)]
+    claim_stale_secs: u64,
     #[command(flatten)]
     flight: flight_cmd::FlightArgs,
     #[command(flatten)]
@@ -172,8 +187,9 @@ fn main() -> Result<()> {
     }
 }
 
-/// Resolves `--addr` to one socket address and checks that it is a loopback address.
-async fn resolve_listen_addr(text: &str) -> Result<SocketAddr> {
+/// Resolves `--addr` to one socket address. Without API keys it must be a loopback address,
+/// because the API would otherwise be open to the network.
+async fn resolve_listen_addr(text: &str, has_keys: bool) -> Result<SocketAddr> {
     let addr = tokio::net::lookup_host(text)
         .await
         .with_context(|| {
@@ -181,11 +197,12 @@ async fn resolve_listen_addr(text: &str) -> Result<SocketAddr> {
         })?
         .next()
         .with_context(|| format!("invalid --addr {text:?}: the host name has no address"))?;
-    if !addr.ip().is_loopback() {
-        // NOTE: API keys are not implemented yet, so the API stays on loopback addresses.
+    if !has_keys && !addr.ip().is_loopback() {
         bail!(
-            "refusing to listen on {addr}: without API keys the server binds only to loopback \
-             addresses such as 127.0.0.1"
+            "rejected --addr {addr}: without API keys the REST API listens only on loopback \
+             addresses; set BST_API_KEYS to one or more comma-separated keys, or listen on \
+             127.0.0.1:{}",
+            addr.port()
         );
     }
     Ok(addr)
@@ -316,13 +333,15 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
 }
 
 async fn run_serve(args: ServeArgs) -> Result<()> {
-    let addr = resolve_listen_addr(&args.addr).await?;
+    let api_keys = flight_cmd::api_keys();
+    let addr = resolve_listen_addr(&args.addr, api_keys.is_some()).await?;
     let data_dir = args.data.data_dir;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("failed to create the data directory {}", data_dir.display()))?;
     ingest_cmd::load_samples_into_empty(&data_dir)?;
 
-    let store = bst_query::Store::open(&data_dir.join("meta.duckdb"))?;
+    let store = bst_query::Store::open(&data_dir.join("meta.duckdb"))?
+        .with_claim_stale_after(std::time::Duration::from_secs(args.claim_stale_secs));
     let engine = Engine::open_with_memory_limit(&data_dir, args.flight.memory_limit)?;
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -330,7 +349,6 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("failed to listen on {addr}"))?;
-    let api_keys = flight_cmd::api_keys();
     let flight_listener =
         flight_cmd::bind_flight(&args.flight.flight_addr, api_keys.is_some()).await?;
     // The REST server's shutdown future also stops the Flight server.
@@ -343,7 +361,14 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         let _ = stop_sender.send(());
     };
-    let state = bst_api::AppState::new(store, engine);
+    let cors_origins = args
+        .cors_origins
+        .into_iter()
+        .map(|origin| origin.0)
+        .collect();
+    let state = bst_api::AppState::new(store, engine)
+        .with_api_keys(api_keys.clone())
+        .with_cors_origins(cors_origins);
     let flight = bst_api::flight::serve_flight(
         state.clone(),
         flight_listener,

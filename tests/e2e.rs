@@ -396,10 +396,10 @@ fn server_rejects_bad_requests_with_named_fields() {
     assert_eq!(malformed.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
     let wrong_method = client
-        .delete(server.url(&format!("/strategies/{strategy_id}")))
+        .patch(server.url(&format!("/strategies/{strategy_id}")))
         .send()
         .unwrap();
-    assert_detail_names(wrong_method, StatusCode::METHOD_NOT_ALLOWED, "DELETE");
+    assert_detail_names(wrong_method, StatusCode::METHOD_NOT_ALLOWED, "PATCH");
     // The server responds before reading the whole body and closes that connection, so the
     // oversized request goes through a client of its own.
     let oversized = Client::new()

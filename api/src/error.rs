@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Result of a handler.
 pub type ApiResult<T> = std::result::Result<T, ApiError>;
@@ -14,6 +15,14 @@ pub type ApiResult<T> = std::result::Result<T, ApiError>;
 #[error("{status}: {detail}")]
 pub struct ApiError {
     pub status: StatusCode,
+    pub detail: String,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Description of the failure: the field, the value and the fix.
+    #[schema(example = "invalid limit 0: expected 1 to 500")]
     pub detail: String,
 }
 
@@ -36,7 +45,12 @@ impl ApiError {
 
     /// 500 after logging the cause; the client sees no internals.
     pub fn internal(context: &str, error: &dyn std::error::Error) -> Self {
-        tracing::error!(%error, context, "request failed");
+        Self::internal_message(context, &error.to_string())
+    }
+
+    /// 500 after logging `message`; the client sees no internals.
+    pub fn internal_message(context: &str, message: &str) -> Self {
+        tracing::error!(error = message, context, "request failed");
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             detail: "internal error; the server log has the cause".to_string(),
@@ -46,7 +60,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "detail": self.detail }))).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                detail: self.detail,
+            }),
+        )
+            .into_response()
     }
 }
 

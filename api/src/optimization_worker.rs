@@ -212,6 +212,7 @@ async fn run_claimed(
     cancel: Arc<AtomicBool>,
 ) {
     let id = optimization.id;
+    let _busy = state.busy_workers.start();
     tracing::info!(
         worker,
         optimization_id = id,

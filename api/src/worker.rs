@@ -54,6 +54,7 @@ async fn run_worker(state: AppState, worker: usize) {
 
 async fn run_claimed(state: &AppState, worker: usize, backtest: Backtest) {
     let id = backtest.id;
+    let _busy = state.busy_workers.start();
     tracing::info!(worker, backtest_id = id, symbol = %backtest.symbol, "backtest started");
     let result = run_backtest(state, &backtest).await;
     let now = Utc::now();
@@ -83,8 +84,21 @@ async fn run_claimed(state: &AppState, worker: usize, backtest: Backtest) {
                 .await
         }
     };
-    if let Err(error) = stored {
-        tracing::error!(worker, backtest_id = id, detail = %error.detail, "storing the backtest outcome failed");
+    match stored {
+        Ok(_) => {}
+        // The store takes an outcome only while the backtest is running, so a 409 or 404 means
+        // it was cancelled or deleted meanwhile.
+        Err(error)
+            if matches!(
+                error.status,
+                axum::http::StatusCode::CONFLICT | axum::http::StatusCode::NOT_FOUND
+            ) =>
+        {
+            tracing::info!(worker, backtest_id = id, detail = %error.detail, "backtest was cancelled or deleted while it ran; its outcome is dropped");
+        }
+        Err(error) => {
+            tracing::error!(worker, backtest_id = id, detail = %error.detail, "storing the backtest outcome failed");
+        }
     }
 }
 

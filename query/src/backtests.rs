@@ -9,8 +9,8 @@ use tracing::{info, warn};
 use crate::equity::{check_equity, insert_equity};
 use crate::error::{Error, Result};
 use crate::model::{
-    Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, EquityPoint, ExtendedMetrics,
-    NewBacktest, NewTrade, Page, check_json_object,
+    Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, ClaimOutcome, EquityPoint,
+    ExtendedMetrics, NewBacktest, NewTrade, Page, UpdateOutcome, check_json_object,
 };
 use crate::store::{Store, optional_timestamp, page_bound, timestamp};
 use crate::trades::{check_trades, insert_trades};
@@ -35,17 +35,7 @@ impl Store {
         check_new_backtest(new)?;
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
-        let strategy_exists: bool = transaction.query_row(
-            "SELECT EXISTS (SELECT 1 FROM strategies WHERE id = ?)",
-            [new.strategy_id],
-            |row| row.get(0),
-        )?;
-        if !strategy_exists {
-            return Err(Error::NotFound {
-                entity: "strategy",
-                id: new.strategy_id,
-            });
-        }
+        check_strategy_exists(&transaction, new.strategy_id)?;
         let backtest = transaction.query_row(
             "INSERT INTO backtests (strategy_id, symbol, timeframe, start_date, end_date,
                  initial_capital, leverage, commission, config, status, created_at)
@@ -143,7 +133,7 @@ impl Store {
         let Some(id) = oldest_queued else {
             return Ok(None);
         };
-        let backtest = start_queued(&transaction, id, now)?;
+        let backtest = mark_running(&transaction, id, now)?;
         transaction.commit()?;
         info!(backtest_id = id, "claimed backtest");
         Ok(Some(backtest))
@@ -159,10 +149,141 @@ impl Store {
         if backtest_status(&transaction, id)? != BacktestStatus::Queued {
             return Ok(None);
         }
-        let backtest = start_queued(&transaction, id, now)?;
+        let backtest = mark_running(&transaction, id, now)?;
         transaction.commit()?;
         info!(backtest_id = id, "claimed backtest");
         Ok(Some(backtest))
+    }
+
+    /// Claims a backtest for an external worker, in one transaction under the store's lock,
+    /// so that of many concurrent claims of one queued backtest exactly one succeeds.
+    ///
+    /// A queued backtest becomes running with `started_at = now`. So does a running one whose
+    /// claim is stale: `now` is at least the store's claim stale time after `started_at`,
+    /// because its worker is presumed dead. `now` is the claiming worker's clock, as the
+    /// contract's `claim` route defines it. Fails with [`Error::NotFound`] for an unknown id.
+    pub fn claim_backtest_for_worker(&self, id: i64, now: DateTime<Utc>) -> Result<ClaimOutcome> {
+        let stale_after = self.claim_stale_after;
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let backtest = read_backtest(&transaction, id)?;
+        let outcome = match backtest.status {
+            BacktestStatus::Queued => ClaimOutcome::Claimed(mark_running(&transaction, id, now)?),
+            BacktestStatus::Running => {
+                let held_since = backtest.started_at;
+                let stale = held_since.is_none_or(|started| now - started >= stale_after);
+                if !stale {
+                    return Ok(ClaimOutcome::Running(backtest));
+                }
+                let reclaimed = mark_running(&transaction, id, now)?;
+                warn!(
+                    backtest_id = id,
+                    started_at = ?held_since,
+                    stale_after_seconds = stale_after.num_seconds(),
+                    "reclaimed a backtest whose claim is stale"
+                );
+                ClaimOutcome::Claimed(reclaimed)
+            }
+            BacktestStatus::Completed => return Ok(ClaimOutcome::Completed(backtest)),
+            BacktestStatus::Failed | BacktestStatus::Cancelled => {
+                return Ok(ClaimOutcome::Ended(backtest));
+            }
+        };
+        transaction.commit()?;
+        info!(backtest_id = id, "claimed backtest");
+        Ok(outcome)
+    }
+
+    /// Replaces the request fields of a queued backtest with `updated`, provided that the
+    /// stored ones still equal `previous`, the values the caller read and merged its change
+    /// into. Returns [`UpdateOutcome::Changed`] or [`UpdateOutcome::NotQueued`] and writes
+    /// nothing otherwise.
+    ///
+    /// Fails with [`Error::NotFound`] when the backtest or the strategy of `updated` does not
+    /// exist, and with [`Error::InvalidValue`] when `updated` is out of range.
+    pub fn update_queued_backtest(
+        &self,
+        id: i64,
+        previous: &NewBacktest,
+        updated: &NewBacktest,
+    ) -> Result<UpdateOutcome<Backtest>> {
+        check_new_backtest(updated)?;
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let stored = read_backtest(&transaction, id)?;
+        if stored.status != BacktestStatus::Queued {
+            return Ok(UpdateOutcome::NotQueued(stored.status));
+        }
+        if NewBacktest::from(&stored) != *previous {
+            return Ok(UpdateOutcome::Changed);
+        }
+        check_strategy_exists(&transaction, updated.strategy_id)?;
+        let backtest = transaction.query_row(
+            "UPDATE backtests SET
+                 strategy_id = ?, symbol = ?, timeframe = ?, start_date = ?, end_date = ?,
+                 initial_capital = ?, leverage = ?, commission = ?, config = ?
+             WHERE id = ?
+             RETURNING *",
+            params![
+                updated.strategy_id,
+                updated.symbol,
+                updated.timeframe,
+                timestamp(updated.start_date),
+                timestamp(updated.end_date),
+                updated.initial_capital,
+                updated.leverage,
+                updated.commission,
+                updated.config,
+                id
+            ],
+            backtest_from_row,
+        )?;
+        transaction.commit()?;
+        info!(backtest_id = id, "updated queued backtest");
+        Ok(UpdateOutcome::Updated(backtest))
+    }
+
+    /// Marks a queued or running backtest cancelled with `completed_at = now`. A worker that
+    /// still runs it can no longer store an outcome, because completing needs the status
+    /// `running` and failing needs `queued` or `running`.
+    ///
+    /// Fails with [`Error::NotFound`] for an unknown id and [`Error::InvalidTransition`] when
+    /// the backtest already completed, failed or was cancelled.
+    pub fn cancel_backtest(&self, id: i64, now: DateTime<Utc>) -> Result<Backtest> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let status = backtest_status(&transaction, id)?;
+        if !matches!(status, BacktestStatus::Queued | BacktestStatus::Running) {
+            return Err(Error::InvalidTransition {
+                id,
+                from: status,
+                to: BacktestStatus::Cancelled,
+            });
+        }
+        let backtest = transaction.query_row(
+            "UPDATE backtests SET status = ?, completed_at = ? WHERE id = ? RETURNING *",
+            params![BacktestStatus::Cancelled, timestamp(now), id],
+            backtest_from_row,
+        )?;
+        transaction.commit()?;
+        info!(backtest_id = id, from = %status, "cancelled backtest");
+        Ok(backtest)
+    }
+
+    /// Deletes a backtest in any status with its trades and equity curve, in one transaction.
+    /// A worker that still runs it fails to store an outcome with [`Error::NotFound`].
+    ///
+    /// Fails with [`Error::NotFound`] for an unknown id.
+    pub fn delete_backtest(&self, id: i64) -> Result<()> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let status = backtest_status(&transaction, id)?;
+        transaction.execute("DELETE FROM trades WHERE backtest_id = ?", [id])?;
+        transaction.execute("DELETE FROM equity_points WHERE backtest_id = ?", [id])?;
+        transaction.execute("DELETE FROM backtests WHERE id = ?", [id])?;
+        transaction.commit()?;
+        info!(backtest_id = id, %status, "deleted backtest");
+        Ok(())
     }
 
     /// Stores the results, trades and equity curve of a running backtest and marks it
@@ -298,8 +419,40 @@ pub(crate) fn backtest_status(connection: &Connection, id: i64) -> Result<Backte
         })
 }
 
-/// Moves a backtest that the caller found queued to running.
-fn start_queued(connection: &Connection, id: i64, now: DateTime<Utc>) -> Result<Backtest> {
+/// Reads a backtest, or fails with [`Error::NotFound`] when no backtest has this id.
+fn read_backtest(connection: &Connection, id: i64) -> Result<Backtest> {
+    connection
+        .query_row(
+            "SELECT * FROM backtests WHERE id = ?",
+            [id],
+            backtest_from_row,
+        )
+        .optional()?
+        .ok_or(Error::NotFound {
+            entity: "backtest",
+            id,
+        })
+}
+
+/// Fails with [`Error::NotFound`] when no strategy has this id.
+fn check_strategy_exists(connection: &Connection, id: i64) -> Result<()> {
+    let exists: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM strategies WHERE id = ?)",
+        [id],
+        |row| row.get(0),
+    )?;
+    if exists {
+        return Ok(());
+    }
+    Err(Error::NotFound {
+        entity: "strategy",
+        id,
+    })
+}
+
+/// Moves a backtest that the caller found queued, or running under a stale claim, to running
+/// with `started_at = now`.
+fn mark_running(connection: &Connection, id: i64, now: DateTime<Utc>) -> Result<Backtest> {
     let backtest = connection.query_row(
         "UPDATE backtests SET status = ?, started_at = ? WHERE id = ? RETURNING *",
         params![BacktestStatus::Running, timestamp(now), id],

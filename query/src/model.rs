@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use duckdb::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
 
@@ -14,27 +15,37 @@ use crate::error::{Error, Result};
 pub const DEFAULT_LIMIT: u64 = 100;
 
 /// A page of rows with the number of rows that match the filter without paging.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Page<T> {
+    /// Rows of this page, at most `limit` of them.
     pub items: Vec<T>,
+    /// Rows that match the filter on all pages, as a count.
     pub total: u64,
 }
 
 /// A trading strategy and its default parameters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Strategy {
+    /// Strategy id, an integer assigned by the server.
     pub id: i64,
+    /// Display name, plain text of 1 to 200 characters.
     pub name: String,
+    /// Free text of up to 10,000 characters, or null.
     pub description: Option<String>,
+    /// Strategy kind, such as `sma_crossover` or `expression`, as text.
     pub strategy_type: String,
-    /// Default parameters, which a backtest's own `config` overrides key by key.
+    /// Default parameters as a JSON object, which a backtest's own `config` overrides key by
+    /// key. Lengths are in bars and rates are fractions (0.02 is 2 %).
     pub config: Value,
+    /// Whether the strategy is in use, a boolean flag.
     pub is_active: bool,
+    /// Creation time, ISO 8601 in UTC.
     pub created_at: DateTime<Utc>,
+    /// Time of the last change, ISO 8601 in UTC.
     pub updated_at: DateTime<Utc>,
 }
 
-/// Fields of a strategy to create.
+/// Fields of a strategy to create, and the stored fields that an update replaces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewStrategy {
     pub name: String,
@@ -42,6 +53,40 @@ pub struct NewStrategy {
     pub strategy_type: String,
     pub config: Value,
     pub is_active: bool,
+}
+
+impl From<&Strategy> for NewStrategy {
+    fn from(strategy: &Strategy) -> Self {
+        Self {
+            name: strategy.name.clone(),
+            description: strategy.description.clone(),
+            strategy_type: strategy.strategy_type.clone(),
+            config: strategy.config.clone(),
+            is_active: strategy.is_active,
+        }
+    }
+}
+
+/// Outcome of an update that the store checks against the values the caller read first, so
+/// that two concurrent partial updates cannot silently undo each other.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateOutcome<T> {
+    /// The row now has the new values.
+    Updated(T),
+    /// The stored values differ from the ones the caller read, so nothing was written.
+    Changed,
+    /// The backtest left `queued`, so its request can no longer change. Strategy updates
+    /// never return it.
+    NotQueued(BacktestStatus),
+}
+
+/// Outcome of [`crate::Store::delete_strategy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyDeletion {
+    /// The strategy is gone.
+    Deleted,
+    /// Backtests or optimizations still refer to the strategy, so it was kept.
+    InUse { backtests: u64, optimizations: u64 },
 }
 
 /// Filter and page of [`crate::Store::list_strategies`]. A `None` field matches every row.
@@ -65,7 +110,7 @@ impl Default for StrategyFilter {
 }
 
 /// Life cycle of a backtest: `queued` -> `running` -> `completed` | `failed`, or `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BacktestStatus {
     Queued,
@@ -133,44 +178,66 @@ impl FromSql for BacktestStatus {
 }
 
 /// A backtest request and, once it completes, its results.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Backtest {
+    /// Backtest id, an integer assigned by the server.
     pub id: i64,
+    /// Id of the strategy the backtest runs.
     pub strategy_id: i64,
+    /// Instrument of the linear category, such as `BTCUSDT`, as text.
     pub symbol: String,
+    /// Bar period as a Bybit code: `1` to `720` minutes, `D`, `W` or `M`.
     pub timeframe: String,
+    /// First bar open time included, ISO 8601 in UTC.
     pub start_date: DateTime<Utc>,
+    /// Bar open time where the range ends, excluded, ISO 8601 in UTC.
     pub end_date: DateTime<Utc>,
+    /// Starting equity, in quote currency.
     pub initial_capital: f64,
+    /// Notional over margin, a multiple (1 means no leverage).
     pub leverage: f64,
-    /// Commission rate per fill, as a fraction of the notional.
+    /// Commission rate per fill, as a fraction of the notional (0.00055 is 0.055 %).
     pub commission: f64,
-    /// Parameters that override the strategy's `config` key by key.
+    /// Parameters that override the strategy's `config` key by key, as a JSON object.
     pub config: Value,
+    /// Life-cycle state.
     pub status: BacktestStatus,
+    /// Reason the backtest failed, as text, or null unless `status` is `failed`.
     pub error_message: Option<String>,
+    /// Time the backtest was queued, ISO 8601 in UTC.
     pub created_at: DateTime<Utc>,
+    /// Time of the current claim, ISO 8601 in UTC, or null while queued.
     pub started_at: Option<DateTime<Utc>>,
+    /// Time the backtest completed, failed or was cancelled, ISO 8601 in UTC.
     pub completed_at: Option<DateTime<Utc>>,
+    /// Equity at the end of the range, in quote currency.
     pub final_capital: Option<f64>,
+    /// Return over the range, in percent (12.5 means 12.5 %).
     pub total_return: Option<f64>,
+    /// Closed trades, as a count.
     pub total_trades: Option<i64>,
+    /// Trades with a positive pnl, as a count.
     pub winning_trades: Option<i64>,
+    /// Trades with a negative pnl, as a count.
     pub losing_trades: Option<i64>,
+    /// Winning trades over all trades, in percent.
     pub win_rate: Option<f64>,
+    /// Annualized Sharpe ratio of per-bar returns with a zero risk-free rate, unitless.
     pub sharpe_ratio: Option<f64>,
+    /// Largest peak-to-trough fall of the equity curve, in percent.
     pub max_drawdown: Option<f64>,
     /// The metrics of `metrics`, which the JSON also returns as flat fields.
     #[serde(flatten)]
     pub extended: ExtendedMetrics,
     /// Metrics beyond the flat columns above, and the bar count, as a JSON object.
     pub metrics: Option<Value>,
-    /// Resolved parameters the engine ran with.
+    /// Resolved parameters the engine ran with, as a JSON object.
     pub params: Option<Value>,
+    /// Version of the engine that produced the results, as text.
     pub engine_version: Option<String>,
-    /// Open time of the first bar the engine read.
+    /// Open time of the first bar the engine read, ISO 8601 in UTC.
     pub data_start: Option<DateTime<Utc>>,
-    /// Open time of the last bar the engine read.
+    /// Open time of the last bar the engine read, ISO 8601 in UTC.
     pub data_end: Option<DateTime<Utc>>,
 }
 
@@ -180,7 +247,7 @@ pub struct Backtest {
 /// Every field is `None` until the backtest completes, and also where the metric has no
 /// defined value (`docs/backtesting.md` lists when). Percentages are in percent (12.5 means
 /// 12.5 %).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct ExtendedMetrics {
     /// Bars the engine read, as a count.
@@ -215,7 +282,8 @@ pub struct ExtendedMetrics {
     pub liquidations: Option<i64>,
 }
 
-/// Fields of a backtest to queue.
+/// Fields of a backtest to queue, and the request fields that an update of a queued backtest
+/// replaces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewBacktest {
     pub strategy_id: i64,
@@ -227,6 +295,36 @@ pub struct NewBacktest {
     pub leverage: f64,
     pub commission: f64,
     pub config: Value,
+}
+
+impl From<&Backtest> for NewBacktest {
+    fn from(backtest: &Backtest) -> Self {
+        Self {
+            strategy_id: backtest.strategy_id,
+            symbol: backtest.symbol.clone(),
+            timeframe: backtest.timeframe.clone(),
+            start_date: backtest.start_date,
+            end_date: backtest.end_date,
+            initial_capital: backtest.initial_capital,
+            leverage: backtest.leverage,
+            commission: backtest.commission,
+            config: backtest.config.clone(),
+        }
+    }
+}
+
+/// Outcome of [`crate::Store::claim_backtest_for_worker`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// The backtest was queued, or running under a stale claim, and is now running with
+    /// `started_at` set to the claim time.
+    Claimed(Backtest),
+    /// Another worker claimed the backtest, and its claim is not stale yet.
+    Running(Backtest),
+    /// The backtest already completed.
+    Completed(Backtest),
+    /// The backtest failed or was cancelled, so no worker may claim it.
+    Ended(Backtest),
 }
 
 /// Sort column of [`crate::Store::list_backtests`].

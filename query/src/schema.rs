@@ -163,6 +163,40 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         );
     ",
     },
+    Migration {
+        version: 5,
+        // Paper bots and their deals. The API shows the BIGINT ids as `bot_1` and `deal_1`.
+        // `symbols` is a JSON array of strings. A deal's `exit_price` and `realized_pnl` (quote
+        // currency) are set when it is closed.
+        sql: "
+        CREATE SEQUENCE IF NOT EXISTS bots_id_seq START 1;
+        CREATE TABLE IF NOT EXISTS bots (
+            id BIGINT PRIMARY KEY DEFAULT nextval('bots_id_seq'),
+            name VARCHAR NOT NULL,
+            strategy VARCHAR NOT NULL,
+            symbols VARCHAR NOT NULL,
+            capital_allocated DOUBLE NOT NULL,
+            status VARCHAR NOT NULL CHECK (status IN
+                ('running', 'stopped', 'awaiting_start', 'awaiting_stop', 'error')),
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+
+        CREATE SEQUENCE IF NOT EXISTS deals_id_seq START 1;
+        CREATE TABLE IF NOT EXISTS deals (
+            id BIGINT PRIMARY KEY DEFAULT nextval('deals_id_seq'),
+            bot_id BIGINT NOT NULL,
+            symbol VARCHAR NOT NULL,
+            entry_price DOUBLE NOT NULL,
+            quantity DOUBLE NOT NULL,
+            status VARCHAR NOT NULL CHECK (status IN ('active', 'closed', 'cancelled')),
+            opened_at TIMESTAMP NOT NULL,
+            closed_at TIMESTAMP,
+            exit_price DOUBLE,
+            realized_pnl DOUBLE
+        );
+    ",
+    },
 ];
 
 /// Version of the newest migration, which a fully migrated database reports.

@@ -3,14 +3,18 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use duckdb::types::{TimeUnit, Value};
 use duckdb::{Connection, params};
 use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::schema::MIGRATIONS;
+
+/// Default age after which the claim of a running backtest is stale: 10 minutes.
+pub const DEFAULT_CLAIM_STALE_AFTER: Duration = Duration::from_secs(600);
 
 /// Handle to the DuckDB metadata database of strategies, backtests and trades.
 ///
@@ -19,6 +23,9 @@ use crate::schema::MIGRATIONS;
 #[derive(Debug, Clone)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
+    /// Age after which [`Store::claim_backtest_for_worker`] may take a running backtest from
+    /// the worker that claimed it.
+    pub(crate) claim_stale_after: TimeDelta,
 }
 
 impl Store {
@@ -51,7 +58,21 @@ impl Store {
         migrate(&mut connection, Utc::now())?;
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
+            claim_stale_after: time_delta(DEFAULT_CLAIM_STALE_AFTER),
         })
+    }
+
+    /// Sets the age after which the claim of a running backtest is stale, so that another
+    /// worker may claim the backtest again. Clones made before this call keep the old value.
+    #[must_use]
+    pub fn with_claim_stale_after(mut self, after: Duration) -> Store {
+        self.claim_stale_after = time_delta(after);
+        self
+    }
+
+    /// Returns the age after which the claim of a running backtest is stale.
+    pub fn claim_stale_after(&self) -> Duration {
+        self.claim_stale_after.to_std().unwrap_or(Duration::MAX)
     }
 
     /// Returns the highest applied migration version, or 0 for an empty database.
@@ -121,6 +142,11 @@ pub(crate) fn timestamp(time: DateTime<Utc>) -> Value {
 /// Converts an optional UTC time to a DuckDB `TIMESTAMP` parameter or NULL.
 pub(crate) fn optional_timestamp(time: Option<DateTime<Utc>>) -> Option<Value> {
     time.map(timestamp)
+}
+
+/// Converts a duration to a `TimeDelta`, capping it at the largest one.
+fn time_delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }
 
 /// Converts a page bound to a `LIMIT` or `OFFSET` parameter, capping it at `i64::MAX`.

@@ -1,11 +1,13 @@
 //! Strategy rows.
 
-use chrono::Utc;
-use duckdb::{OptionalExt, Row, params};
+use chrono::{DateTime, Utc};
+use duckdb::{Connection, OptionalExt, Row, params};
 use tracing::info;
 
-use crate::error::Result;
-use crate::model::{NewStrategy, Page, Strategy, StrategyFilter, check_json_object};
+use crate::error::{Error, Result};
+use crate::model::{
+    NewStrategy, Page, Strategy, StrategyDeletion, StrategyFilter, UpdateOutcome, check_json_object,
+};
 use crate::store::{Store, page_bound, timestamp};
 
 /// Expands to the `WHERE` condition of `list_strategies`, in which a NULL parameter matches
@@ -58,6 +60,76 @@ impl Store {
         Ok(strategy)
     }
 
+    /// Replaces the fields of a strategy with `updated` and sets `updated_at = now`, provided
+    /// that the stored fields still equal `previous`, the values the caller read and merged
+    /// its change into. Returns [`UpdateOutcome::Changed`] and writes nothing otherwise.
+    ///
+    /// Fails with [`Error::NotFound`] for an unknown id and with [`Error::InvalidValue`] when
+    /// `config` is not a JSON object.
+    pub fn update_strategy(
+        &self,
+        id: i64,
+        previous: &NewStrategy,
+        updated: &NewStrategy,
+        now: DateTime<Utc>,
+    ) -> Result<UpdateOutcome<Strategy>> {
+        check_json_object("config", &updated.config)?;
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let stored = read_strategy(&transaction, id)?;
+        if NewStrategy::from(&stored) != *previous {
+            return Ok(UpdateOutcome::Changed);
+        }
+        let strategy = transaction.query_row(
+            "UPDATE strategies SET
+                 name = ?, description = ?, strategy_type = ?, config = ?, is_active = ?,
+                 updated_at = ?
+             WHERE id = ?
+             RETURNING *",
+            params![
+                updated.name,
+                updated.description,
+                updated.strategy_type,
+                updated.config,
+                updated.is_active,
+                timestamp(now),
+                id
+            ],
+            strategy_from_row,
+        )?;
+        transaction.commit()?;
+        info!(strategy_id = id, "updated strategy");
+        Ok(UpdateOutcome::Updated(strategy))
+    }
+
+    /// Deletes a strategy that no backtest or optimization refers to. Returns
+    /// [`StrategyDeletion::InUse`] with the counts of those rows, and keeps the strategy,
+    /// otherwise.
+    ///
+    /// Fails with [`Error::NotFound`] for an unknown id.
+    pub fn delete_strategy(&self, id: i64) -> Result<StrategyDeletion> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        read_strategy(&transaction, id)?;
+        let (backtests, optimizations): (u64, u64) = transaction.query_row(
+            "SELECT
+                 (SELECT count(*) FROM backtests WHERE strategy_id = $1),
+                 (SELECT count(*) FROM optimizations WHERE strategy_id = $1)",
+            [id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        if backtests > 0 || optimizations > 0 {
+            return Ok(StrategyDeletion::InUse {
+                backtests,
+                optimizations,
+            });
+        }
+        transaction.execute("DELETE FROM strategies WHERE id = ?", [id])?;
+        transaction.commit()?;
+        info!(strategy_id = id, "deleted strategy");
+        Ok(StrategyDeletion::Deleted)
+    }
+
     /// Returns one page of the strategies that match the filter, ordered by id, and the number
     /// of matches on all pages.
     pub fn list_strategies(&self, filter: &StrategyFilter) -> Result<Page<Strategy>> {
@@ -85,6 +157,21 @@ impl Store {
             .collect::<duckdb::Result<Vec<_>>>()?;
         Ok(Page { items, total })
     }
+}
+
+/// Reads a strategy, or fails with [`Error::NotFound`] when no strategy has this id.
+fn read_strategy(connection: &Connection, id: i64) -> Result<Strategy> {
+    connection
+        .query_row(
+            "SELECT * FROM strategies WHERE id = ?",
+            [id],
+            strategy_from_row,
+        )
+        .optional()?
+        .ok_or(Error::NotFound {
+            entity: "strategy",
+            id,
+        })
 }
 
 fn strategy_from_row(row: &Row<'_>) -> duckdb::Result<Strategy> {

@@ -144,6 +144,8 @@ fn migrations_create_schema_and_version() {
         tables,
         [
             "backtests",
+            "bots",
+            "deals",
             "equity_points",
             "optimization_results",
             "optimizations",

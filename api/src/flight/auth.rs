@@ -4,59 +4,21 @@
 //! `authorization: Bearer <key>`. `Handshake` accepts the key as the password or the user
 //! name of `authorization: Basic ...`, or as the payload of the first handshake message. It
 //! returns the key as the bearer token, in the `authorization` response header and in the
-//! response payload. Keys are compared in constant time and never logged.
-
-use std::sync::Arc;
+//! response payload. Keys are compared in constant time by [`ApiKeys`], shared with the REST
+//! API, and never logged.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use subtle::ConstantTimeEq;
 use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
+pub use crate::auth::ApiKeys;
+
 /// gRPC path of the Flight `Handshake` method, the one call that needs no bearer token.
 const HANDSHAKE_PATH: &str = "/arrow.flight.protocol.FlightService/Handshake";
 
-/// The accepted API keys. Its `Debug` output shows only how many there are.
-#[derive(Clone)]
-pub struct ApiKeys {
-    keys: Arc<Vec<Vec<u8>>>,
-}
-
-impl std::fmt::Debug for ApiKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeys")
-            .field("count", &self.keys.len())
-            .finish()
-    }
-}
-
 impl ApiKeys {
-    /// Parses a comma-separated key list, such as the value of `BST_API_KEYS`. Whitespace
-    /// around keys is dropped; a list without any key returns `None`.
-    pub fn parse(list: &str) -> Option<Self> {
-        let keys: Vec<Vec<u8>> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|key| !key.is_empty())
-            .map(|key| key.as_bytes().to_vec())
-            .collect();
-        (!keys.is_empty()).then(|| Self {
-            keys: Arc::new(keys),
-        })
-    }
-
-    /// Returns true when `candidate` equals one of the keys. Every key is compared, each in
-    /// constant time, so the time taken does not depend on which key matched.
-    pub fn contains(&self, candidate: &[u8]) -> bool {
-        let mut found = subtle::Choice::from(0);
-        for key in self.keys.iter() {
-            found |= key.as_slice().ct_eq(candidate);
-        }
-        found.into()
-    }
-
     /// Returns the key of a handshake, taken from Basic credentials or the payload, when it
     /// is valid.
     pub fn handshake_key(&self, metadata: &MetadataMap, payload: &[u8]) -> Option<Vec<u8>> {
@@ -133,17 +95,6 @@ pub(crate) fn interceptor(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_parse_and_match() {
-        let keys = ApiKeys::parse(" alpha, beta ,,").unwrap();
-        assert!(keys.contains(b"alpha"));
-        assert!(keys.contains(b"beta"));
-        assert!(!keys.contains(b"alph"));
-        assert!(!keys.contains(b""));
-        assert!(ApiKeys::parse(" , ").is_none());
-        assert_eq!(format!("{keys:?}"), "ApiKeys { count: 2 }");
-    }
 
     #[test]
     fn handshake_takes_basic_password_or_payload() {

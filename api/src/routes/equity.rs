@@ -8,8 +8,9 @@ use bst_engine::plot::{TradeMarker, equity_svg};
 use bst_engine::simulate::Side;
 use bst_query::{Backtest, BacktestStatus, EquityPoint, Trade, TradeFilter};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
@@ -20,26 +21,37 @@ const MIN_MAX_POINTS: u64 = 2;
 const MAX_MAX_POINTS: u64 = 100_000;
 
 /// Query of `GET /backtests/{id}/equity`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EquityQuery {
+    /// Most points returned, 2 to 100000. A longer curve is downsampled, keeping the first
+    /// and last points, the deepest drawdown and the lowest equity. Default: 5000.
+    #[param(minimum = 2, maximum = 100000)]
     max_points: Option<u64>,
 }
 
 /// Body of `GET /backtests/{id}/equity`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EquityCurve)]
 pub(crate) struct EquityCurveView {
     backtest_id: i64,
+    /// Points in time order, at most `max_points` of them.
     points: Vec<EquityPointView>,
     /// Points stored for the backtest, one per bar, before downsampling.
     total_points: usize,
 }
 
-/// One bar's close: `open_time` in ms and `timestamp` in ISO 8601 UTC.
-#[derive(Debug, Serialize)]
+/// Equity marked to market at one bar's close.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EquityPoint)]
 pub(crate) struct EquityPointView {
+    /// The bar's open time, ISO 8601 UTC with milliseconds.
+    #[schema(example = "2025-06-01T00:00:00.000Z")]
     timestamp: String,
+    /// The bar's open time, in epoch milliseconds.
     open_time: i64,
+    /// Equity in quote currency.
     equity: f64,
     /// Percent below the largest equity up to this bar.
     drawdown: f64,
@@ -57,6 +69,21 @@ impl From<&EquityPoint> for EquityPointView {
     }
 }
 
+/// Returns the equity curve of a completed backtest.
+#[utoipa::path(
+    get,
+    path = "/api/v1/backtests/{id}/equity",
+    tag = "backtests",
+    operation_id = "get_backtest_equity",
+    params(("id" = i64, Path, description = "Backtest id"), EquityQuery),
+    responses(
+        (status = 200, description = "The equity curve", body = EquityCurveView),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Unknown id", body = ErrorBody),
+        (status = 409, description = "The backtest has not completed", body = ErrorBody),
+        (status = 422, description = "A parameter does not validate", body = ErrorBody),
+    )
+)]
 pub(crate) async fn equity(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -81,6 +108,22 @@ pub(crate) async fn equity(
     }))
 }
 
+/// Draws the equity curve, its drawdown and the trades of a completed backtest as SVG.
+#[utoipa::path(
+    get,
+    path = "/api/v1/backtests/{id}/equity.svg",
+    tag = "backtests",
+    operation_id = "get_backtest_equity_chart",
+    params(("id" = i64, Path, description = "Backtest id")),
+    responses(
+        (status = 200, description = "An SVG chart", content_type = "image/svg+xml", body = String),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Unknown id", body = ErrorBody),
+        (status = 409, description = "The backtest has not completed, or has no stored curve",
+            body = ErrorBody),
+        (status = 422, description = "The id is not an integer", body = ErrorBody),
+    )
+)]
 pub(crate) async fn equity_chart(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,

@@ -1,6 +1,7 @@
 //! Route handlers under `/api/v1`, one module per resource.
 
 pub(crate) mod backtests;
+pub(crate) mod bots;
 pub(crate) mod equity;
 pub(crate) mod marketdata;
 pub(crate) mod optimizations;

@@ -17,11 +17,12 @@ use bst_query::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::backtests::parse_timeframe;
 use super::{DEFAULT_LIMIT, MAX_LIMIT, page_bounds};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_datetime};
 use crate::optimization_worker::CancelRequest;
 use crate::state::AppState;
 
@@ -33,73 +34,300 @@ use crate::state::AppState;
 pub(crate) const MAX_COMBINATIONS: u64 = 100_000;
 
 /// Body of `POST /optimizations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateOptimization {
+    /// Id of the strategy whose parameters are swept; expression strategies are rejected.
     strategy_id: i64,
+    /// Instrument of the linear category, such as BTCUSDT.
+    #[schema(example = "BTCUSDT")]
     symbol: String,
+    /// Bar period: a Bybit code (`1 3 5 15 30 60 120 240 360 720 D W M`, minutes, day, week,
+    /// month) or an alias (`1m 5m 1h 4h 1d 1w 1M`).
+    #[schema(example = "60")]
     timeframe: String,
+    /// First open time included: ISO 8601, `Z` or an offset; without offset it is UTC.
+    #[schema(example = "2025-06-01T00:00:00Z")]
     start_date: String,
+    /// Open time where the range ends, excluded; after `start_date`.
+    #[schema(example = "2025-07-01T00:00:00Z")]
     end_date: String,
+    /// The parameter grid: each key a strategy parameter, each value a list of values, a
+    /// range `{"low": L, "high": H, "step": S}` (high included when a step reaches it) or
+    /// one value.
+    #[schema(
+        value_type = Object,
+        example = json!({"fast_period": [5, 10], "slow_period": {"low": 20, "high": 40, "step": 10}})
+    )]
     space: Value,
+    /// `grid` (default), `random` or `walk_forward`.
     #[serde(default)]
     method: Option<String>,
+    /// Metric the combinations are ranked by, highest first. Default: `sharpe_ratio`.
     #[serde(default)]
     metric: Option<String>,
+    /// Combinations drawn by method `random`, 1 to 100000. Default: 100.
     #[serde(default)]
     trials: Option<u64>,
+    /// Seed of method `random`. Default: 0.
     #[serde(default)]
     seed: Option<u64>,
+    /// Ranked results kept; 0 keeps all. Default: 10.
     #[serde(default)]
     top: Option<u64>,
+    /// Strategy parameters and order options every combination shares, overriding the
+    /// strategy's `config` key by key.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
+    /// Starting equity in quote currency. Default: 10000.
     #[serde(default)]
     initial_capital: Option<f64>,
+    /// Leverage: notional over margin, from 1 to 100. Default: 1.
     #[serde(default)]
     leverage: Option<f64>,
+    /// Commission per fill as a fraction of notional (0.00055 is 0.055 %). Default: 0.00055.
     #[serde(default)]
     commission: Option<f64>,
+    /// Training window of method `walk_forward`, in bars; required by it.
     #[serde(default)]
     train: Option<u64>,
+    /// Test window of method `walk_forward`, in bars; required by it.
     #[serde(default)]
     test: Option<u64>,
+    /// Bars between the starts of walk-forward folds. Default: `test`.
     #[serde(default)]
     step: Option<u64>,
 }
 
 /// Query of `GET /optimizations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListOptimizations {
+    /// Only optimizations of this strategy.
     strategy_id: Option<i64>,
+    /// Only optimizations with this status.
+    #[param(value_type = Option<OptimizationStatusSchema>)]
     status: Option<String>,
+    /// Page size, 1 to 500. Default: 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
+    /// Rows skipped before the page. Default: 0.
     offset: Option<u64>,
 }
 
+/// Life cycle of an optimization: `queued` -> `running` -> `completed`, `failed` or
+/// `cancelled`, or `queued` -> `cancelled`.
+#[derive(Debug, ToSchema)]
+#[schema(as = OptimizationStatus)]
+#[serde(rename_all = "lowercase")]
+#[allow(
+    dead_code,
+    reason = "the enum only describes the status in the OpenAPI document"
+)]
+pub(crate) enum OptimizationStatusSchema {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// An optimization request, its progress and, once it ends, its best combination.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Optimization)]
+pub(crate) struct OptimizationView {
+    id: i64,
+    strategy_id: i64,
+    /// Instrument of the linear category, such as BTCUSDT.
+    symbol: String,
+    /// Bybit timeframe code, such as `60`.
+    timeframe: String,
+    /// First open time included, ISO 8601 UTC.
+    start_date: DateTime<Utc>,
+    /// Open time where the range ends, excluded, ISO 8601 UTC.
+    end_date: DateTime<Utc>,
+    params: OptimizationParamsView,
+    #[schema(value_type = OptimizationStatusSchema)]
+    status: OptimizationStatus,
+    /// Fraction of `total` evaluated, from 0 to 1.
+    progress: f64,
+    /// Combinations evaluated so far.
+    evaluated: u64,
+    /// Combinations the run evaluates, or null until known.
+    total: Option<u64>,
+    /// Parameters of the best combination, once the run ends.
+    #[schema(value_type = Option<Object>)]
+    best_params: Option<Value>,
+    /// Value of the ranking metric for `best_params`, in that metric's unit, or null when it
+    /// is undefined.
+    best_score: Option<f64>,
+    /// Reason of the failure, for status `failed`.
+    error_message: Option<String>,
+    /// ISO 8601 UTC.
+    created_at: DateTime<Utc>,
+    /// ISO 8601 UTC, when a worker claimed it.
+    started_at: Option<DateTime<Utc>>,
+    /// ISO 8601 UTC, when it completed, failed or was cancelled.
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Optimization> for OptimizationView {
+    fn from(optimization: Optimization) -> Self {
+        Self {
+            id: optimization.id,
+            strategy_id: optimization.strategy_id,
+            symbol: optimization.symbol,
+            timeframe: optimization.timeframe,
+            start_date: optimization.start_date,
+            end_date: optimization.end_date,
+            params: optimization.params.into(),
+            status: optimization.status,
+            progress: optimization.progress,
+            evaluated: optimization.evaluated,
+            total: optimization.total,
+            best_params: optimization.best_params,
+            best_score: optimization.best_score,
+            error_message: optimization.error_message,
+            created_at: optimization.created_at,
+            started_at: optimization.started_at,
+            completed_at: optimization.completed_at,
+        }
+    }
+}
+
+/// Search settings of an optimization, with defaults filled in.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OptimizationParams)]
+pub(crate) struct OptimizationParamsView {
+    /// The parameter grid: each key a parameter, each value a list, a range or one value.
+    #[schema(value_type = Object)]
+    space: Value,
+    /// `grid`, `random` or `walk_forward`.
+    method: String,
+    /// Metric the combinations are ranked by.
+    metric: String,
+    /// Combinations drawn by random search.
+    trials: u64,
+    /// Seed of random search.
+    seed: u64,
+    /// Number of ranked results kept, where 0 keeps all.
+    top: u64,
+    /// Strategy parameters and order options every combination shares.
+    #[schema(value_type = Object)]
+    config: Value,
+    /// Starting equity in quote currency.
+    initial_capital: f64,
+    /// Leverage: notional over margin.
+    leverage: f64,
+    /// Commission per fill, as a fraction of notional.
+    commission: f64,
+    /// Walk-forward training window, in bars.
+    train: Option<u64>,
+    /// Walk-forward test window, in bars.
+    test: Option<u64>,
+    /// Bars between the starts of walk-forward folds; null means `test`.
+    step: Option<u64>,
+}
+
+impl From<OptimizationParams> for OptimizationParamsView {
+    fn from(params: OptimizationParams) -> Self {
+        Self {
+            space: params.space,
+            method: params.method,
+            metric: params.metric,
+            trials: params.trials,
+            seed: params.seed,
+            top: params.top,
+            config: params.config,
+            initial_capital: params.initial_capital,
+            leverage: params.leverage,
+            commission: params.commission,
+            train: params.train,
+            test: params.test,
+            step: params.step,
+        }
+    }
+}
+
+/// A page of optimizations, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OptimizationPage {
+    items: Vec<OptimizationView>,
+    /// Optimizations matching the filter, over all pages.
+    total: u64,
+}
+
+impl From<Page<Optimization>> for OptimizationPage {
+    fn from(page: Page<Optimization>) -> Self {
+        Self {
+            items: page.items.into_iter().map(OptimizationView::from).collect(),
+            total: page.total,
+        }
+    }
+}
+
+/// One ranked combination of an optimization.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OptimizationResultView {
+    /// Position by the ranking metric, 1 for the best.
+    rank: u64,
+    /// The swept parameters of the combination.
+    #[schema(value_type = Object)]
+    params: Value,
+    /// Metrics of the combination, with the names and units of a backtest's metrics
+    /// (`total_return`, `win_rate` and `max_drawdown` in percent, `sharpe_ratio` annualized).
+    #[schema(value_type = Object)]
+    metrics: Value,
+}
+
+impl From<OptimizationResult> for OptimizationResultView {
+    fn from(result: OptimizationResult) -> Self {
+        Self {
+            rank: result.rank,
+            params: result.params,
+            metrics: result.metrics,
+        }
+    }
+}
+
 /// Body of `GET /optimizations/{id}/results`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ResultsView {
     optimization_id: i64,
+    #[schema(value_type = OptimizationStatusSchema)]
     status: OptimizationStatus,
+    /// `grid`, `random` or `walk_forward`.
     method: String,
+    /// Metric the combinations are ranked by.
     metric: String,
     /// Parameters of the best combination. A walk-forward reports those its last fold chose.
+    #[schema(value_type = Option<Object>)]
     best_params: Option<Value>,
-    /// The metric's value for `best_params` on the data they were chosen on.
+    /// The metric's value for `best_params` on the data they were chosen on, in the metric's
+    /// unit.
     best_score: Option<f64>,
     /// Best first, at most `top` of them. Empty for a walk-forward, whose `folds` carry the
     /// combination each training window chose.
-    results: Vec<OptimizationResult>,
+    results: Vec<OptimizationResultView>,
+    /// Combinations taken from the space.
     tried: u64,
+    /// Combinations that are not valid strategies.
     skipped: u64,
+    /// Combinations evaluated.
     evaluated: u64,
+    /// Combinations the run was to evaluate, when known.
     total: Option<u64>,
+    /// Deflated Sharpe ratio of the best combination: a probability from 0 to 1.
     deflated_sharpe_ratio: Option<f64>,
+    /// Walk-forward folds: their windows, the chosen parameters and their test metrics.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
     folds: Option<Value>,
+    /// Walk-forward metrics of the test windows taken together.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     out_of_sample: Option<Value>,
 }
 
@@ -126,10 +354,26 @@ impl CombinationCounts {
     }
 }
 
+/// Queues an optimization; a worker runs it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/optimizations",
+    tag = "optimizations",
+    operation_id = "create_optimization",
+    request_body = CreateOptimization,
+    responses(
+        (status = 201, description = "The optimization, queued", body = OptimizationView),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Unknown strategy_id", body = ErrorBody),
+        (status = 413, description = "Body over 2 MiB", body = ErrorBody),
+        (status = 422, description = "A field does not validate, or no data covers the range",
+            body = ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateOptimization>,
-) -> ApiResult<(StatusCode, Json<Optimization>)> {
+) -> ApiResult<(StatusCode, Json<OptimizationView>)> {
     let timeframe = parse_timeframe(&body.timeframe)?;
     let start = parse_datetime("start_date", &body.start_date)?;
     let end = parse_datetime("end_date", &body.end_date)?;
@@ -199,16 +443,7 @@ pub(crate) async fn create(
         "optimization queued"
     );
     state.jobs_queued.notify_one();
-    Ok((StatusCode::CREATED, Json(optimization)))
-}
-
-fn parse_datetime(field: &str, text: &str) -> ApiResult<DateTime<Utc>> {
-    bst_engine::time::parse_utc(text).ok_or_else(|| {
-        ApiError::unprocessable(format!(
-            "invalid {field} {text:?}: expected {}",
-            bst_engine::time::DATETIME_FORMS
-        ))
-    })
+    Ok((StatusCode::CREATED, Json(optimization.into())))
 }
 
 /// Checks the search fields of a request body and fills in their defaults.
@@ -373,11 +608,13 @@ pub(crate) fn plan_sweep(
                 ));
             };
             let bars = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
-            windows = Some(WalkForwardWindows {
+            let fold_windows = WalkForwardWindows {
                 train: bars(train),
                 test: bars(test),
                 step: params.step.map(bars),
-            });
+            };
+            fold_windows.validate()?;
+            windows = Some(fold_windows);
         }
         _ => {}
     }
@@ -454,21 +691,48 @@ pub(crate) fn count_combinations(request: &SweepRequest) -> ApiResult<Combinatio
     Ok(CombinationCounts { tried, skipped })
 }
 
+/// Returns one optimization with its progress.
+#[utoipa::path(
+    get,
+    path = "/api/v1/optimizations/{id}",
+    tag = "optimizations",
+    operation_id = "get_optimization",
+    params(("id" = i64, Path, description = "Optimization id")),
+    responses(
+        (status = 200, description = "The optimization", body = OptimizationView),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Unknown id", body = ErrorBody),
+        (status = 422, description = "The id is not an integer", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Optimization>> {
+) -> ApiResult<Json<OptimizationView>> {
     state
         .with_store(move |store| store.get_optimization(id))
         .await?
-        .map(Json)
+        .map(|optimization| Json(optimization.into()))
         .ok_or_else(|| ApiError::not_found("optimization", id))
 }
 
+/// Lists optimizations, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/optimizations",
+    tag = "optimizations",
+    operation_id = "list_optimizations",
+    params(ListOptimizations),
+    responses(
+        (status = 200, description = "A page of optimizations", body = OptimizationPage),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 422, description = "A query parameter does not validate", body = ErrorBody),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListOptimizations>,
-) -> ApiResult<Json<Page<Optimization>>> {
+) -> ApiResult<Json<OptimizationPage>> {
     let (limit, offset) = page_bounds(query.limit, query.offset, DEFAULT_LIMIT, MAX_LIMIT)?;
     let status = query
         .status
@@ -481,13 +745,28 @@ pub(crate) async fn list(
         limit,
         offset,
     };
-    Ok(Json(
-        state
-            .with_store(move |store| store.list_optimizations(&filter))
-            .await?,
-    ))
+    let page = state
+        .with_store(move |store| store.list_optimizations(&filter))
+        .await?;
+    Ok(Json(page.into()))
 }
 
+/// Returns the ranked results of a completed or cancelled optimization.
+#[utoipa::path(
+    get,
+    path = "/api/v1/optimizations/{id}/results",
+    tag = "optimizations",
+    operation_id = "get_optimization_results",
+    params(("id" = i64, Path, description = "Optimization id")),
+    responses(
+        (status = 200, description = "Ranked results", body = ResultsView),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Unknown id", body = ErrorBody),
+        (status = 409, description = "The optimization is queued, running or failed",
+            body = ErrorBody),
+        (status = 422, description = "The id is not an integer", body = ErrorBody),
+    )
+)]
 pub(crate) async fn results(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -541,7 +820,11 @@ pub(crate) async fn results(
         metric: optimization.params.metric,
         best_params: outcome.best_params,
         best_score: outcome.best_score,
-        results: outcome.results,
+        results: outcome
+            .results
+            .into_iter()
+            .map(OptimizationResultView::from)
+            .collect(),
         tried: outcome.tried,
         skipped: outcome.skipped,
         evaluated: outcome.evaluated,
@@ -555,10 +838,27 @@ pub(crate) async fn results(
 /// Cancels an optimization. Returns 200 with it cancelled when it was queued, and 202 with it
 /// still running when a worker of this process runs it. That worker stops once each engine
 /// thread ends its current batch of combinations, and stores the partial results.
+#[utoipa::path(
+    post,
+    path = "/api/v1/optimizations/{id}/cancel",
+    tag = "optimizations",
+    operation_id = "cancel_optimization",
+    params(("id" = i64, Path, description = "Optimization id")),
+    responses(
+        (status = 200, description = "The optimization, cancelled while queued",
+            body = OptimizationView),
+        (status = 202, description = "The optimization, still running until its worker stops",
+            body = OptimizationView),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Unknown id", body = ErrorBody),
+        (status = 409, description = "The optimization has already ended", body = ErrorBody),
+        (status = 422, description = "The id is not an integer", body = ErrorBody),
+    )
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<(StatusCode, Json<Optimization>)> {
+) -> ApiResult<(StatusCode, Json<OptimizationView>)> {
     let running = state.running_optimizations.clone();
     let request = state
         .with_store(move |store| running.cancel(store, id, Utc::now()))
@@ -566,11 +866,11 @@ pub(crate) async fn cancel(
     Ok(match request {
         CancelRequest::Cancelled(optimization) => {
             tracing::info!(optimization_id = id, "optimization cancelled while queued");
-            (StatusCode::OK, Json(optimization))
+            (StatusCode::OK, Json(optimization.into()))
         }
         CancelRequest::Signalled(optimization) => {
             tracing::info!(optimization_id = id, "optimization cancel requested");
-            (StatusCode::ACCEPTED, Json(optimization))
+            (StatusCode::ACCEPTED, Json(optimization.into()))
         }
     })
 }
