@@ -158,6 +158,9 @@ struct ServeArgs {
     data: DataDirArg,
 }
 
+/// Stack size of the async runtime's threads, in bytes.
+const RUNTIME_THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let default_level = match cli.command {
@@ -174,6 +177,9 @@ fn main() -> Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // DataFusion walks expression trees recursively; 8 MiB, four times tokio's default,
+        // leaves room for every tree that the SQL operator limit admits.
+        .thread_stack_size(RUNTIME_THREAD_STACK_BYTES)
         .build()
         .context("failed to start the async runtime")?;
     match cli.command {

@@ -1301,3 +1301,37 @@ fn claim_stale_time_flag_and_variable() {
         assert_eq!(body["status"], "claimed", "{stale_seconds} s: {body}");
     }
 }
+
+#[test]
+fn unstorable_result_marks_backtest_failed() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), 1);
+    let api = Api { server: &server };
+    let strategy_id = id_of(&api.create_strategy("overflow"));
+    // Equity near f64::MAX at leverage 100 overflows to infinity, which the store rejects.
+    let mut body = backtest_body(strategy_id, 1e308);
+    body["leverage"] = json!(100);
+    let (status, created) = api.post("/backtests", &body);
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = id_of(&created);
+
+    let started = Instant::now();
+    let backtest = loop {
+        let (_, backtest) = api.get(&format!("/backtests/{id}"));
+        if backtest["status"] != "queued" && backtest["status"] != "running" {
+            break backtest;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "backtest {id} is still {} after 120 s",
+            backtest["status"]
+        );
+        thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(backtest["status"], "failed", "{backtest}");
+    let message = backtest["error_message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("could not be stored"),
+        "error_message {message:?}"
+    );
+}

@@ -313,6 +313,8 @@ def errors(port):
         "update": "UPDATE klines SET close = 0 WHERE symbol = 'BTCUSDT'",
         "delete": "DELETE FROM klines WHERE symbol = 'BTCUSDT'",
         "drop_table": "DROP TABLE klines",
+        # 2,000 terms nest 1,999 levels deep, which overflowed a server thread's stack.
+        "deep_sql": "SELECT " + "+".join(["1"] * 2000),
     }
     with dbapi.connect(f"grpc://127.0.0.1:{port}") as connection:
         for name, sql in statements.items():

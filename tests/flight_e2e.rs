@@ -862,6 +862,18 @@ fn errors_get_their_status_codes() {
             );
         }
     }
+    // A deeply nested query is rejected before planning, and the server keeps serving. The
+    // update path rejects every statement without planning it.
+    assert_eq!(codes["deep_sql_update"], "INVALID_ARGUMENT", "{codes}");
+    for path in ["", "_prepared"] {
+        let case = format!("deep_sql{path}");
+        assert_eq!(codes[&case], "INVALID_ARGUMENT", "{case}: {codes}");
+        let message = codes[format!("{case}_message")].as_str().unwrap();
+        assert!(
+            message.contains("1999 operators and parentheses"),
+            "{case}: {message}"
+        );
+    }
     assert_eq!(codes["rows_after"].as_u64(), Some(43_200), "{codes}");
     assert!(
         !Path::new("/tmp/bst_flight_copy.csv").exists(),

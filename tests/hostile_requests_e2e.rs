@@ -137,7 +137,25 @@ fn cases(strategy: i64) -> Vec<Case> {
         "{{\"name\": \"{}\", \"strategy_type\": \"sma_crossover\"}}",
         "n".repeat(201)
     );
+    // 1,500 terms nest 1,499 levels deep, which overflowed a server thread's stack.
+    let deep_expression = format!(
+        "{{\"name\": \"deep\", \"strategy_type\": \"expression\", \"config\": \
+         {{\"entry_long\": \"close > {}\", \"exit_long\": \"close < open\"}}}}",
+        vec!["1"; 1_500].join("+")
+    );
+    let expression_with = |entry: &str| {
+        format!(
+            "{{\"name\": \"periods\", \"strategy_type\": \"expression\", \"config\": \
+             {{\"entry_long\": \"{entry}\", \"exit_long\": \"close < open\"}}}}"
+        )
+    };
     let mut cases = vec![
+        // Strategies: expressions that would crash the server or fail every backtest.
+        json_case("POST", "/strategies", &deep_expression, 422).expecting("operators"),
+        json_case("POST", "/strategies", &expression_with("sma(close, -5) > 1"), 422)
+            .expecting("period"),
+        json_case("POST", "/strategies", &expression_with("sma(close, 100000000000) > 1"), 422)
+            .expecting("period"),
         // Strategies: bodies.
         json_case("POST", "/strategies", "{", 422).expecting("malformed json"),
         json_case("POST", "/strategies", "", 422),

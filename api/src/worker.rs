@@ -98,6 +98,16 @@ async fn run_claimed(state: &AppState, worker: usize, backtest: Backtest) {
         }
         Err(error) => {
             tracing::error!(worker, backtest_id = id, detail = %error.detail, "storing the backtest outcome failed");
+            // Marking it failed keeps it from staying running and being run again at every
+            // restart, for example when its equity overflowed to infinity.
+            let message = format!("the result could not be stored: {}", error.detail);
+            let now = Utc::now();
+            if let Err(error) = state
+                .with_store(move |store| store.fail_backtest(id, &message, now))
+                .await
+            {
+                tracing::error!(worker, backtest_id = id, detail = %error.detail, "marking the backtest failed also failed");
+            }
         }
     }
 }

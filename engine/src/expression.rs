@@ -16,7 +16,8 @@ use datafusion::logical_expr::ExprSchemable;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, col};
 use datafusion::sql::sqlparser::ast::{
     self as sql, ExprWithAlias, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    OrderByExpr, OrderByOptions, Value, WindowSpec, WindowType, visit_expressions_mut,
+    OrderByExpr, OrderByOptions, UnaryOperator, Value, WindowSpec, WindowType,
+    visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -58,6 +59,8 @@ fn parse_condition(name: &str, text: &str) -> Result<sql::Expr> {
             format!("it is longer than {MAX_EXPRESSION_LENGTH} characters"),
         ));
     }
+    crate::sql_limits::check_operator_count(text)
+        .map_err(|message| invalid(name, text, message))?;
     let mut parsed = Parser::new(&GenericDialect {})
         .try_with_sql(text)
         .and_then(|mut parser| {
@@ -99,6 +102,11 @@ fn parse_condition(name: &str, text: &str) -> Result<sql::Expr> {
                 {
                     return ControlFlow::Break(message);
                 }
+                if function_name != "lag"
+                    && let Err(message) = check_indicator_numbers(&function_name, &function.args)
+                {
+                    return ControlFlow::Break(message);
+                }
                 function.over = Some(WindowType::WindowSpec(WindowSpec {
                     window_name: None,
                     partition_by: vec![],
@@ -121,6 +129,46 @@ fn parse_condition(name: &str, text: &str) -> Result<sql::Expr> {
         return Err(invalid(name, text, message));
     }
     Ok(parsed)
+}
+
+/// Largest indicator period, in bars; the window functions reject larger ones when planned.
+const MAX_INDICATOR_PERIOD: f64 = 100_000.0;
+
+/// Rejects a numeric literal argument of an indicator, such as the period in
+/// `sma(close, 20)`, that is not above 0 and at most [`MAX_INDICATOR_PERIOD`], so a strategy
+/// with such a call fails when it is stored rather than in every backtest.
+fn check_indicator_numbers(
+    function_name: &str,
+    arguments: &FunctionArguments,
+) -> std::result::Result<(), String> {
+    let FunctionArguments::List(list) = arguments else {
+        return Ok(());
+    };
+    for argument in &list.args {
+        let FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) = argument else {
+            continue;
+        };
+        let number = match expr {
+            sql::Expr::Value(value) => match &value.value {
+                Value::Number(number, _) => number.parse::<f64>().ok(),
+                _ => None,
+            },
+            sql::Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: inner,
+            } if matches!(inner.as_ref(), sql::Expr::Value(_)) => Some(-1.0),
+            _ => None,
+        };
+        if let Some(number) = number
+            && !(number > 0.0 && number <= MAX_INDICATOR_PERIOD)
+        {
+            return Err(format!(
+                "{function_name}: the period or width {expr} must be a positive number up to \
+                 100000"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Accepts `lag(x)` and `lag(x, k)` with a whole-number literal k of at least 0.

@@ -21,6 +21,7 @@ pub mod plot;
 pub mod resample;
 pub mod signals;
 pub mod simulate;
+pub mod sql_limits;
 pub mod strategy;
 pub mod sweep;
 pub mod time;

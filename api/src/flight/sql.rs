@@ -148,6 +148,8 @@ fn read_only_options() -> SQLOptions {
 ///
 /// [`RequestError::InvalidArgument`] for invalid SQL or a statement that is not a query.
 pub async fn plan_query(ctx: &SessionContext, sql: &str) -> RequestResult<DataFrame> {
+    bst_engine::sql_limits::check_operator_count(sql)
+        .map_err(|message| RequestError::InvalidArgument(format!("invalid SQL: {message}")))?;
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
     let statement = state
