@@ -49,7 +49,7 @@ free_port() {
 wait_ready() {
     local url=$1
     for _ in $(seq 1 600); do
-        if curl -fsS -o /dev/null "$url"; then
+        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
             return 0
         fi
         sleep 0.5
