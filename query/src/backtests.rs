@@ -69,12 +69,10 @@ impl Store {
     /// Returns the backtest with this id, or `None` if there is none.
     pub fn get_backtest(&self, id: i64) -> Result<Option<Backtest>> {
         let connection = self.lock();
+        // The cached statement skips DuckDB's parse and plan on repeated reads.
         let backtest = connection
-            .query_row(
-                "SELECT * FROM backtests WHERE id = ?",
-                [id],
-                backtest_from_row,
-            )
+            .prepare_cached("SELECT * FROM backtests WHERE id = ?")?
+            .query_row([id], backtest_from_row)
             .optional()?;
         Ok(backtest)
     }
@@ -94,12 +92,16 @@ impl Store {
         );
 
         let connection = self.lock();
-        let total = connection.query_row(
-            concat!("SELECT count(*) FROM backtests WHERE ", backtest_filter!()),
-            params![filter.strategy_id, filter.symbol, filter.status],
-            |row| row.get(0),
-        )?;
-        let mut statement = connection.prepare(&items_sql)?;
+        let total = connection
+            .prepare_cached(concat!(
+                "SELECT count(*) FROM backtests WHERE ",
+                backtest_filter!()
+            ))?
+            .query_row(
+                params![filter.strategy_id, filter.symbol, filter.status],
+                |row| row.get(0),
+            )?;
+        let mut statement = connection.prepare_cached(&items_sql)?;
         let items = statement
             .query_map(
                 params![
