@@ -207,7 +207,7 @@ fn read_every_tick_file(data_dir: &Path) -> usize {
 fn killed_trade_import_reruns_exactly() {
     let dump =
         bst_ingest::samples::require_datasets_dir().join("bybit/trading/BTCUSD2019-10-01.csv.gz");
-    // The dump holds one trade per data line.
+    // The dump contains one trade per data line.
     let expected_ticks = csv_rows(&dump);
     // The dump covers one whole day, so every minute of it gets a derived bar.
     let expected_bars = 24 * 60;

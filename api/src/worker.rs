@@ -106,7 +106,7 @@ async fn run_claimed(state: &AppState, worker: usize, backtest: Backtest) {
                 .with_store(move |store| store.fail_backtest(id, &message, now))
                 .await
             {
-                tracing::error!(worker, backtest_id = id, detail = %error.detail, "marking the backtest failed also failed");
+                tracing::error!(worker, backtest_id = id, detail = %error.detail, "storing the failed status of the backtest failed too");
             }
         }
     }

@@ -131,11 +131,8 @@ fn parse_condition(name: &str, text: &str) -> Result<sql::Expr> {
     Ok(parsed)
 }
 
-/// Largest indicator period, in bars; the window functions reject larger ones when planned.
-const MAX_INDICATOR_PERIOD: f64 = 100_000.0;
-
 /// Rejects a numeric literal argument of an indicator, such as the period in
-/// `sma(close, 20)`, that is not above 0 and at most [`MAX_INDICATOR_PERIOD`], so a strategy
+/// `sma(close, 20)`, that is not above 0 and at most [`MAX_PERIOD`](crate::indicators::MAX_PERIOD), so a strategy
 /// with such a call fails when it is stored rather than in every backtest.
 fn check_indicator_numbers(
     function_name: &str,
@@ -160,7 +157,7 @@ fn check_indicator_numbers(
             _ => None,
         };
         if let Some(number) = number
-            && !(number > 0.0 && number <= MAX_INDICATOR_PERIOD)
+            && !(number > 0.0 && number <= crate::indicators::MAX_PERIOD as f64)
         {
             return Err(format!(
                 "{function_name}: the period or width {expr} must be a positive number up to \

@@ -271,6 +271,9 @@ impl WindowUDFImpl for IndicatorFunction {
     }
 }
 
+/// Largest period an indicator accepts, in bars.
+pub const MAX_PERIOD: i64 = 100_000;
+
 /// Reads a parameter that must be a literal: a positive integer for periods, a positive
 /// number for `std_dev`.
 fn literal_parameter(
@@ -282,7 +285,7 @@ fn literal_parameter(
         return plan_err!("{function}: {name} must be an integer literal such as 20");
     };
     match literal.value() {
-        ScalarValue::Int64(Some(period)) if *period >= 1 && *period <= 100_000 => {
+        ScalarValue::Int64(Some(period)) if *period >= 1 && *period <= MAX_PERIOD => {
             Ok(*period as f64)
         }
         ScalarValue::Float64(Some(width)) if name == "std_dev" && *width > 0.0 => Ok(*width),

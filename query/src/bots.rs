@@ -7,11 +7,9 @@
 //! No order leaves the process: a bot is a status that a supervisor moves, and a deal is a
 //! long position recorded at the prices the caller gives.
 
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use duckdb::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use duckdb::{Connection, OptionalExt, Row, params};
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -88,12 +86,6 @@ impl BotStatus {
     }
 }
 
-impl fmt::Display for BotStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl FromStr for BotStatus {
     type Err = Error;
 
@@ -109,20 +101,7 @@ impl FromStr for BotStatus {
     }
 }
 
-impl ToSql for BotStatus {
-    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for BotStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        value
-            .as_str()?
-            .parse()
-            .map_err(|error: Error| FromSqlError::Other(Box::new(error)))
-    }
-}
+impl_text_column!(BotStatus);
 
 /// Life cycle of a deal: `active` until it is closed or cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -147,12 +126,6 @@ impl DealStatus {
     }
 }
 
-impl fmt::Display for DealStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl FromStr for DealStatus {
     type Err = Error;
 
@@ -168,20 +141,7 @@ impl FromStr for DealStatus {
     }
 }
 
-impl ToSql for DealStatus {
-    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for DealStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        value
-            .as_str()?
-            .parse()
-            .map_err(|error: Error| FromSqlError::Other(Box::new(error)))
-    }
-}
+impl_text_column!(DealStatus);
 
 /// A paper bot.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -4,6 +4,34 @@
 //! [`Store`] wraps one DuckDB connection, applies schema migrations when it opens a database,
 //! and exposes blocking methods. Every query binds its values as parameters.
 
+/// Implements `Display`, DuckDB's `ToSql` and `FromSql` for an enum stored as its
+/// `as_str()` text, reading it back through its `FromStr`.
+macro_rules! impl_text_column {
+    ($name:ty) => {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl duckdb::types::ToSql for $name {
+            fn to_sql(&self) -> duckdb::Result<duckdb::types::ToSqlOutput<'_>> {
+                Ok(duckdb::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl duckdb::types::FromSql for $name {
+            fn column_result(
+                value: duckdb::types::ValueRef<'_>,
+            ) -> duckdb::types::FromSqlResult<Self> {
+                value.as_str()?.parse().map_err(|error: crate::Error| {
+                    duckdb::types::FromSqlError::Other(Box::new(error))
+                })
+            }
+        }
+    };
+}
+
 mod backtests;
 mod bots;
 mod equity;

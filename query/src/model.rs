@@ -4,7 +4,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use duckdb::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -142,12 +141,6 @@ impl BacktestStatus {
     }
 }
 
-impl fmt::Display for BacktestStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl FromStr for BacktestStatus {
     type Err = Error;
 
@@ -163,19 +156,7 @@ impl FromStr for BacktestStatus {
     }
 }
 
-impl ToSql for BacktestStatus {
-    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for BacktestStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let text = value.as_str()?;
-        text.parse()
-            .map_err(|error: Error| FromSqlError::Other(Box::new(error)))
-    }
-}
+impl_text_column!(BacktestStatus);
 
 /// A backtest request and, once it completes, its results.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -1,11 +1,9 @@
 //! Optimization rows: parameter sweeps of one strategy over one series, queued and run like
 //! backtests, and their ranked results.
 
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use duckdb::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -51,12 +49,6 @@ impl OptimizationStatus {
     }
 }
 
-impl fmt::Display for OptimizationStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl FromStr for OptimizationStatus {
     type Err = Error;
 
@@ -75,19 +67,7 @@ impl FromStr for OptimizationStatus {
     }
 }
 
-impl ToSql for OptimizationStatus {
-    fn to_sql(&self) -> duckdb::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for OptimizationStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let text = value.as_str()?;
-        text.parse()
-            .map_err(|error: Error| FromSqlError::Other(Box::new(error)))
-    }
-}
+impl_text_column!(OptimizationStatus);
 
 /// Search methods an optimization accepts.
 pub const OPTIMIZATION_METHODS: [&str; 3] = ["grid", "random", "walk_forward"];

@@ -25,7 +25,7 @@ use crate::state::AppState;
 /// Maximum time one frame may take to reach the client's socket.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Maximum time a close frame may wait behind frames the client has not read yet. Nothing else
-/// is queued meanwhile, so a client that stopped reading holds no more than its unsent frames.
+/// is queued meanwhile, so a client that stopped reading keeps no more than its unsent frames.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Maximum length of a channel or pattern, in bytes.
 const MAX_CHANNEL_BYTES: usize = 256;
