@@ -33,7 +33,7 @@ impl Store {
     /// [`Error::InvalidValue`] when the dates, amounts or `config` are out of range.
     pub fn create_backtest(&self, new: &NewBacktest, now: DateTime<Utc>) -> Result<Backtest> {
         check_new_backtest(new)?;
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         check_strategy_exists(&transaction, new.strategy_id)?;
         let backtest = transaction.query_row(
@@ -68,18 +68,48 @@ impl Store {
 
     /// Returns the backtest with this id, or `None` if there is none.
     pub fn get_backtest(&self, id: i64) -> Result<Option<Backtest>> {
-        let connection = self.lock();
+        if let Some(backtest) = self.backtest_cache.backtest(id) {
+            return Ok(backtest);
+        }
+        let generation = self.backtest_cache.generation();
+        let connection = self.read();
         // The cached statement skips DuckDB's parse and plan on repeated reads.
         let backtest = connection
             .prepare_cached("SELECT * FROM backtests WHERE id = ?")?
             .query_row([id], backtest_from_row)
             .optional()?;
+        self.backtest_cache
+            .insert_backtest(generation, id, backtest.clone());
         Ok(backtest)
+    }
+
+    /// Returns the backtest with this id if a recent read cached it, without touching DuckDB,
+    /// so async callers may call it on their own thread. `Some(None)` means that the cached
+    /// read found no backtest with this id.
+    pub fn cached_backtest(&self, id: i64) -> Option<Option<Backtest>> {
+        self.backtest_cache.backtest(id)
     }
 
     /// Returns one page of the backtests that match the filter, in the filter's order, and the
     /// number of matches on all pages.
     pub fn list_backtests(&self, filter: &BacktestFilter) -> Result<Page<Backtest>> {
+        if let Some(page) = self.backtest_cache.page(filter) {
+            return Ok(page);
+        }
+        let generation = self.backtest_cache.generation();
+        let page = self.query_backtests(filter)?;
+        self.backtest_cache
+            .insert_page(generation, filter.clone(), page.clone());
+        Ok(page)
+    }
+
+    /// Returns the page of `filter` if a recent read cached it, without touching DuckDB, so
+    /// async callers may call it on their own thread.
+    pub fn cached_backtests(&self, filter: &BacktestFilter) -> Option<Page<Backtest>> {
+        self.backtest_cache.page(filter)
+    }
+
+    fn query_backtests(&self, filter: &BacktestFilter) -> Result<Page<Backtest>> {
         let direction = if filter.descending { "DESC" } else { "ASC" };
         let items_sql = format!(
             concat!(
@@ -91,8 +121,10 @@ impl Store {
             direction = direction,
         );
 
-        let connection = self.lock();
-        let total = connection
+        let mut connection = self.read();
+        // One transaction reads the count and the rows from the same snapshot.
+        let transaction = connection.transaction()?;
+        let total = transaction
             .prepare_cached(concat!(
                 "SELECT count(*) FROM backtests WHERE ",
                 backtest_filter!()
@@ -101,7 +133,7 @@ impl Store {
                 params![filter.strategy_id, filter.symbol, filter.status],
                 |row| row.get(0),
             )?;
-        let mut statement = connection.prepare_cached(&items_sql)?;
+        let mut statement = transaction.prepare_cached(&items_sql)?;
         let items = statement
             .query_map(
                 params![
@@ -114,6 +146,8 @@ impl Store {
                 backtest_from_row,
             )?
             .collect::<duckdb::Result<Vec<_>>>()?;
+        drop(statement);
+        transaction.commit()?;
         Ok(Page { items, total })
     }
 
@@ -123,7 +157,7 @@ impl Store {
     /// The read and the update run in one transaction under the store's lock, so concurrent
     /// callers never claim the same backtest.
     pub fn claim_next_backtest(&self, now: DateTime<Utc>) -> Result<Option<Backtest>> {
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         let oldest_queued: Option<i64> = transaction
             .query_row(
@@ -146,7 +180,7 @@ impl Store {
     ///
     /// Fails with [`Error::NotFound`] when no backtest has this id.
     pub fn claim_backtest(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Backtest>> {
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         if backtest_status(&transaction, id)? != BacktestStatus::Queued {
             return Ok(None);
@@ -166,7 +200,7 @@ impl Store {
     /// contract's `claim` route defines it. Fails with [`Error::NotFound`] for an unknown id.
     pub fn claim_backtest_for_worker(&self, id: i64, now: DateTime<Utc>) -> Result<ClaimOutcome> {
         let stale_after = self.claim_stale_after;
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         let backtest = read_backtest(&transaction, id)?;
         let outcome = match backtest.status {
@@ -210,7 +244,7 @@ impl Store {
         updated: &NewBacktest,
     ) -> Result<UpdateOutcome<Backtest>> {
         check_new_backtest(updated)?;
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         let stored = read_backtest(&transaction, id)?;
         if stored.status != BacktestStatus::Queued {
@@ -252,7 +286,7 @@ impl Store {
     /// Fails with [`Error::NotFound`] for an unknown id and [`Error::InvalidTransition`] when
     /// the backtest already completed, failed or was cancelled.
     pub fn cancel_backtest(&self, id: i64, now: DateTime<Utc>) -> Result<Backtest> {
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         let status = backtest_status(&transaction, id)?;
         if !matches!(status, BacktestStatus::Queued | BacktestStatus::Running) {
@@ -277,7 +311,7 @@ impl Store {
     ///
     /// Fails with [`Error::NotFound`] for an unknown id.
     pub fn delete_backtest(&self, id: i64) -> Result<()> {
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         let status = backtest_status(&transaction, id)?;
         transaction.execute("DELETE FROM trades WHERE backtest_id = ?", [id])?;
@@ -309,7 +343,7 @@ impl Store {
         check_trades(trades)?;
         check_equity(equity)?;
 
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         let status = backtest_status(&transaction, id)?;
         if status != BacktestStatus::Running {
@@ -368,7 +402,7 @@ impl Store {
     /// Fails with [`Error::NotFound`] for an unknown id and [`Error::InvalidTransition`] when
     /// the backtest already finished or was cancelled.
     pub fn fail_backtest(&self, id: i64, message: &str, now: DateTime<Utc>) -> Result<Backtest> {
-        let mut connection = self.lock();
+        let mut connection = self.lock_backtests();
         let transaction = connection.transaction()?;
         let status = backtest_status(&transaction, id)?;
         if !matches!(status, BacktestStatus::Queued | BacktestStatus::Running) {
@@ -393,7 +427,7 @@ impl Store {
     /// Moves every running backtest back to queued with `started_at` cleared and returns how
     /// many moved. Call it at start-up, before any worker of this database runs.
     pub fn requeue_running_backtests(&self) -> Result<usize> {
-        let connection = self.lock();
+        let connection = self.lock_backtests();
         let requeued = connection.execute(
             "UPDATE backtests SET status = ?, started_at = NULL WHERE status = ?",
             params![BacktestStatus::Queued, BacktestStatus::Running],

@@ -14,7 +14,7 @@ impl Store {
     ///
     /// Fails with [`Error::NotFound`] when no backtest has this id.
     pub fn equity_curve(&self, backtest_id: i64) -> Result<Vec<EquityPoint>> {
-        let connection = self.lock();
+        let connection = self.read();
         backtest_status(&connection, backtest_id)?;
         let mut statement = connection.prepare(
             "SELECT open_time, equity, drawdown FROM equity_points
@@ -37,7 +37,7 @@ impl Store {
     ///
     /// Fails with [`Error::NotFound`] when no backtest has this id.
     pub fn count_equity_points(&self, backtest_id: i64) -> Result<u64> {
-        let connection = self.lock();
+        let connection = self.read();
         backtest_status(&connection, backtest_id)?;
         let count = connection.query_row(
             "SELECT count(*) FROM equity_points WHERE backtest_id = ?",

@@ -1,7 +1,8 @@
 //! DuckDB metadata store of the strategy tester: strategies, backtests with their results, and
 //! the trades and equity curve of each backtest.
 //!
-//! [`Store`] wraps one DuckDB connection, applies schema migrations when it opens a database,
+//! [`Store`] wraps one DuckDB write connection and a few read connections, applies schema
+//! migrations when it opens a database, caches backtest reads until the next backtest write,
 //! and exposes blocking methods. Every query binds its values as parameters.
 
 /// Implements `Display`, DuckDB's `ToSql` and `FromSql` for an enum stored as its
@@ -34,6 +35,7 @@ macro_rules! impl_text_column {
 
 mod backtests;
 mod bots;
+mod cache;
 mod equity;
 mod error;
 mod model;

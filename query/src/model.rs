@@ -378,7 +378,7 @@ impl FromStr for BacktestOrder {
 
 /// Filter, page and sort order of [`crate::Store::list_backtests`]. A `None` field matches
 /// every row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BacktestFilter {
     pub strategy_id: Option<i64>,
     pub symbol: Option<String>,

@@ -90,7 +90,7 @@ impl Store {
 
     /// Returns the optimization with this id, or `None` if there is none.
     pub fn get_optimization(&self, id: i64) -> Result<Option<Optimization>> {
-        let connection = self.lock();
+        let connection = self.read();
         let optimization = connection
             .query_row(
                 "SELECT * FROM optimizations WHERE id = ?",
@@ -104,7 +104,7 @@ impl Store {
     /// Returns one page of the optimizations that match the filter, newest first, and the
     /// number of matches on all pages.
     pub fn list_optimizations(&self, filter: &OptimizationFilter) -> Result<Page<Optimization>> {
-        let connection = self.lock();
+        let connection = self.read();
         let total = connection.query_row(
             concat!(
                 "SELECT count(*) FROM optimizations WHERE ",
@@ -312,8 +312,10 @@ impl Store {
     ///
     /// Fails with [`Error::NotFound`] when no optimization has this id.
     pub fn optimization_report(&self, id: i64) -> Result<OptimizationReport> {
-        let connection = self.lock();
-        let report = connection
+        let mut connection = self.read();
+        // One transaction reads the status and the ranked results from the same snapshot.
+        let transaction = connection.transaction()?;
+        let report = transaction
             .query_row(
                 "SELECT id, status, evaluated, tried, skipped, best_params, best_score,
                      deflated_sharpe_ratio, folds, out_of_sample
@@ -344,7 +346,7 @@ impl Store {
                 id,
             });
         };
-        let mut statement = connection.prepare(
+        let mut statement = transaction.prepare(
             "SELECT rank, params, metrics FROM optimization_results
              WHERE optimization_id = ? ORDER BY rank",
         )?;
@@ -357,6 +359,8 @@ impl Store {
                 })
             })?
             .collect::<duckdb::Result<Vec<_>>>()?;
+        drop(statement);
+        transaction.commit()?;
         Ok(report)
     }
 

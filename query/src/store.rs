@@ -2,7 +2,8 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -10,19 +11,29 @@ use duckdb::types::{TimeUnit, Value};
 use duckdb::{Connection, params};
 use tracing::info;
 
+use crate::cache::{BacktestCache, BacktestWrite};
 use crate::error::{Error, Result};
 use crate::schema::MIGRATIONS;
 
 /// Default age after which the claim of a running backtest is stale: 10 minutes.
 pub const DEFAULT_CLAIM_STALE_AFTER: Duration = Duration::from_secs(600);
 
+/// Number of read connections beside the write connection.
+const READ_CONNECTIONS: usize = 4;
+
 /// Handle to the DuckDB metadata database of strategies, backtests and trades.
 ///
-/// Clones share one connection behind a mutex, so calls from different threads run one at a
-/// time. Every method blocks, so async callers run them on a blocking thread.
+/// Clones share one write connection behind a mutex, so writes run one at a time, and a few
+/// read connections, so reads run beside each other and beside a write. A read reflects every
+/// write that returned before it started. Every method blocks, so async callers run them on a
+/// blocking thread, except the `cached_*` lookups.
 #[derive(Debug, Clone)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
+    readers: Arc<[Mutex<Connection>]>,
+    /// Index of the read connection that the next read tries first.
+    next_reader: Arc<AtomicUsize>,
+    pub(crate) backtest_cache: Arc<BacktestCache>,
     /// Age after which [`Store::claim_backtest_for_worker`] may take a running backtest from
     /// the worker that claimed it.
     pub(crate) claim_stale_after: TimeDelta,
@@ -56,8 +67,14 @@ impl Store {
 
     fn from_connection(mut connection: Connection) -> Result<Store> {
         migrate(&mut connection, Utc::now())?;
+        let readers = (0..READ_CONNECTIONS)
+            .map(|_| connection.try_clone().map(Mutex::new))
+            .collect::<duckdb::Result<Vec<_>>>()?;
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
+            readers: readers.into(),
+            next_reader: Arc::new(AtomicUsize::new(0)),
+            backtest_cache: Arc::new(BacktestCache::default()),
             claim_stale_after: time_delta(DEFAULT_CLAIM_STALE_AFTER),
         })
     }
@@ -77,7 +94,7 @@ impl Store {
 
     /// Returns the highest applied migration version, or 0 for an empty database.
     pub fn schema_version(&self) -> Result<i64> {
-        let connection = self.lock();
+        let connection = self.read();
         let version = connection.query_row(
             "SELECT coalesce(max(version), 0) FROM schema_migrations",
             [],
@@ -86,11 +103,38 @@ impl Store {
         Ok(version)
     }
 
-    /// Locks the shared connection.
+    /// Locks the write connection. Methods that write the `backtests` table call
+    /// [`Store::lock_backtests`] instead.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A thread that panicked while it held the lock left no transaction open, because
         // dropping a `duckdb::Transaction` rolls it back, so the connection is still usable.
         self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Locks the write connection for a write to the `backtests` table; the cached backtest
+    /// reads are dropped when the returned guard is.
+    pub(crate) fn lock_backtests(&self) -> BacktestWrite<'_> {
+        BacktestWrite {
+            connection: self.lock(),
+            cache: &self.backtest_cache,
+        }
+    }
+
+    /// Locks an idle read connection, or waits for one when all are busy. Only queries that
+    /// write nothing may run on it, because its writes would bypass the cache invalidation.
+    pub(crate) fn read(&self) -> MutexGuard<'_, Connection> {
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..self.readers.len() {
+            let reader = &self.readers[(first + offset) % self.readers.len()];
+            match reader.try_lock() {
+                Ok(connection) => return connection,
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[first % self.readers.len()]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

@@ -49,7 +49,7 @@ impl Store {
 
     /// Returns the strategy with this id, or `None` if there is none.
     pub fn get_strategy(&self, id: i64) -> Result<Option<Strategy>> {
-        let connection = self.lock();
+        let connection = self.read();
         let strategy = connection
             .query_row(
                 "SELECT * FROM strategies WHERE id = ?",
@@ -133,7 +133,7 @@ impl Store {
     /// Returns one page of the strategies that match the filter, ordered by id, and the number
     /// of matches on all pages.
     pub fn list_strategies(&self, filter: &StrategyFilter) -> Result<Page<Strategy>> {
-        let connection = self.lock();
+        let connection = self.read();
         let total = connection.query_row(
             concat!("SELECT count(*) FROM strategies WHERE ", strategy_filter!()),
             params![filter.is_active, filter.strategy_type],

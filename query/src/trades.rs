@@ -17,7 +17,7 @@ impl Store {
         if let Some(side) = &filter.side {
             check_side(side)?;
         }
-        let connection = self.lock();
+        let connection = self.read();
         backtest_status(&connection, backtest_id)?;
         let mut statement = connection.prepare(
             "SELECT * FROM trades
@@ -43,7 +43,7 @@ impl Store {
     ///
     /// Fails with [`crate::Error::NotFound`] when no backtest has this id.
     pub fn count_trades(&self, backtest_id: i64) -> Result<u64> {
-        let connection = self.lock();
+        let connection = self.read();
         backtest_status(&connection, backtest_id)?;
         let count = connection.query_row(
             "SELECT count(*) FROM trades WHERE backtest_id = ?",

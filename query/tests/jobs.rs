@@ -1,13 +1,16 @@
 //! Tests of the store methods behind the external-worker and editing routes: claims with
-//! stale reclaim, cancel, delete, and updates checked against an earlier read.
+//! stale reclaim, cancel, delete, updates checked against an earlier read, and cached reads
+//! that follow every write.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration as StdDuration;
 
 use bst_query::{
-    BacktestOutcome, BacktestStatus, ClaimOutcome, DEFAULT_CLAIM_STALE_AFTER, EquityPoint, Error,
-    NewBacktest, NewStrategy, NewTrade, Store, StrategyDeletion, TradeFilter, UpdateOutcome,
+    Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, ClaimOutcome,
+    DEFAULT_CLAIM_STALE_AFTER, EquityPoint, Error, NewBacktest, NewStrategy, NewTrade, Store,
+    StrategyDeletion, TradeFilter, UpdateOutcome,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
@@ -462,4 +465,139 @@ fn delete_strategy_keeps_used_ones() {
             ..
         }
     ));
+}
+
+/// Reads backtest `id` and the default list page, so that both are cached, and returns them.
+fn read_twice(store: &Store, id: i64) -> (Option<Backtest>, u64) {
+    let first = store.get_backtest(id).unwrap();
+    let again = store.get_backtest(id).unwrap();
+    assert_eq!(first, again, "a repeated read of backtest {id} differs");
+    assert_eq!(
+        store.cached_backtest(id),
+        Some(first.clone()),
+        "backtest {id} is not cached after a read"
+    );
+    let filter = BacktestFilter::default();
+    let total = store.list_backtests(&filter).unwrap().total;
+    assert_eq!(
+        store.cached_backtests(&filter).map(|page| page.total),
+        Some(total)
+    );
+    (first, total)
+}
+
+fn status_of(store: &Store, id: i64) -> BacktestStatus {
+    read_twice(store, id).0.expect("backtest exists").status
+}
+
+#[test]
+fn cached_reads_follow_every_backtest_write() {
+    let (_dir, store, strategy_id, first) = store_with_backtest();
+    assert_eq!(read_twice(&store, first).1, 1);
+
+    let second = store
+        .create_backtest(&new_backtest(strategy_id), at(1))
+        .unwrap()
+        .id;
+    assert_eq!(store.cached_backtest(first), None, "create kept the cache");
+    assert_eq!(read_twice(&store, first).1, 2);
+
+    let previous = NewBacktest::from(&store.get_backtest(first).unwrap().unwrap());
+    let mut updated = previous.clone();
+    updated.initial_capital = 777.0;
+    let update = store
+        .update_queued_backtest(first, &previous, &updated)
+        .unwrap();
+    assert!(matches!(update, UpdateOutcome::Updated(_)), "{update:?}");
+    let capital = read_twice(&store, first).0.unwrap().initial_capital;
+    assert_eq!(capital, 777.0);
+
+    store.claim_backtest_for_worker(first, at(10)).unwrap();
+    assert_eq!(status_of(&store, first), BacktestStatus::Running);
+    store
+        .complete_backtest(first, &outcome(), &[trade()], &equity(), at(20))
+        .unwrap();
+    assert_eq!(status_of(&store, first), BacktestStatus::Completed);
+
+    assert_eq!(status_of(&store, second), BacktestStatus::Queued);
+    store.claim_next_backtest(at(30)).unwrap().unwrap();
+    assert_eq!(status_of(&store, second), BacktestStatus::Running);
+    store.requeue_running_backtests().unwrap();
+    assert_eq!(status_of(&store, second), BacktestStatus::Queued);
+    store.claim_backtest(second, at(40)).unwrap().unwrap();
+    assert_eq!(status_of(&store, second), BacktestStatus::Running);
+    store.fail_backtest(second, "boom", at(50)).unwrap();
+    assert_eq!(status_of(&store, second), BacktestStatus::Failed);
+
+    let third = store
+        .create_backtest(&new_backtest(strategy_id), at(60))
+        .unwrap()
+        .id;
+    assert_eq!(read_twice(&store, third).1, 3);
+    store.cancel_backtest(third, at(70)).unwrap();
+    assert_eq!(status_of(&store, third), BacktestStatus::Cancelled);
+    store.delete_backtest(third).unwrap();
+    let (deleted, total) = read_twice(&store, third);
+    assert_eq!(deleted, None);
+    assert_eq!(total, 2);
+    assert_eq!(store.cached_backtest(third), Some(None));
+}
+
+#[test]
+fn cached_read_sees_every_returned_write() {
+    let updates: u64 = std::env::var("BST_CACHE_RACE_UPDATES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(60);
+    let (_dir, store, _, id) = store_with_backtest();
+    // The capital that the last returned update wrote; reads must never see less.
+    let returned = Arc::new(AtomicU64::new(10_000));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, returned, done) = (store.clone(), Arc::clone(&returned), Arc::clone(&done));
+            thread::spawn(move || {
+                let mut reads = 0_u64;
+                while !done.load(Ordering::Acquire) {
+                    let floor = returned.load(Ordering::Acquire);
+                    let capital = store.get_backtest(id).unwrap().unwrap().initial_capital;
+                    assert!(
+                        capital >= floor as f64,
+                        "read capital {capital} after an update to {floor} had returned"
+                    );
+                    let listed = store.list_backtests(&BacktestFilter::default()).unwrap();
+                    let listed_capital = listed.items[0].initial_capital;
+                    assert!(
+                        listed_capital >= floor as f64,
+                        "listed capital {listed_capital} after an update to {floor} had returned"
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+
+    for capital in 10_001..=10_000 + updates {
+        let previous = NewBacktest::from(&store.get_backtest(id).unwrap().unwrap());
+        let mut updated = previous.clone();
+        updated.initial_capital = capital as f64;
+        let outcome = store
+            .update_queued_backtest(id, &previous, &updated)
+            .unwrap();
+        assert!(
+            matches!(outcome, UpdateOutcome::Updated(_)),
+            "update to {capital} found a stale previous read: {outcome:?}"
+        );
+        returned.store(capital, Ordering::Release);
+    }
+    done.store(true, Ordering::Release);
+    let reads: u64 = readers
+        .into_iter()
+        .map(|reader| reader.join().unwrap())
+        .sum();
+    assert!(reads > 0, "the readers made no read");
+    let last = store.get_backtest(id).unwrap().unwrap().initial_capital;
+    assert_eq!(last, (10_000 + updates) as f64);
 }

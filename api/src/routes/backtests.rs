@@ -388,9 +388,16 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Backtest>> {
-    state
-        .with_store(move |store| store.get_backtest(id))
-        .await?
+    // A cached read skips the hop to a blocking thread.
+    let backtest = match state.store.cached_backtest(id) {
+        Some(backtest) => backtest,
+        None => {
+            state
+                .with_store(move |store| store.get_backtest(id))
+                .await?
+        }
+    };
+    backtest
         .map(Json)
         .ok_or_else(|| ApiError::not_found("backtest", id))
 }
@@ -443,6 +450,9 @@ pub(crate) async fn list(
         order_by,
         descending,
     };
+    if let Some(page) = state.store.cached_backtests(&filter) {
+        return Ok(Json(page));
+    }
     Ok(Json(
         state
             .with_store(move |store| store.list_backtests(&filter))
