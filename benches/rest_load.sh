@@ -3,14 +3,18 @@
 #
 # It starts `bst serve --workers 0` on a fresh data folder (the real sample klines are imported
 # at start-up from BST_DATASETS_DIR), stores one strategy and BST_BENCH_BACKTESTS queued
-# backtests (default 10,000) through the API, then runs wrk against GET /api/v1/backtests/{id},
-# the list route GET /api/v1/backtests?limit=50 and the hello-world's GET /, one after another
-# with the same connections and duration. It prints requests per second, p50 and p99 latency,
-# and each rate as a fraction of the hello-world's. wrk shares the machine's cores with the
-# server it loads.
+# backtests (default 10,000) through the API, then runs wrk against GET /api/v1/backtests/{id}
+# with a random stored id per request, the list route GET /api/v1/backtests?limit=50 and the
+# hello-world's GET /, one after another with the same connections and duration. The two
+# routes run twice: on a quiet store, where the server's read cache answers after the first
+# read of each row, and beside a client that updates a backtest BST_BENCH_WRITES times per
+# second (default 50), where each update empties that cache. It prints requests per second,
+# p50 and p99 latency, and each rate as a fraction of the hello-world's. wrk shares the
+# machine's cores with the server it loads.
 #
 # Usage: BST_DATASETS_DIR=/path/to/datasets benches/rest_load.sh
 # Optional: BST_BENCH_BACKTESTS (10000), BST_BENCH_CONNECTIONS (64), BST_BENCH_SECONDS (10),
+# BST_BENCH_WRITES (updates per second beside the second pair of runs, 50),
 # BST_BENCH_THREADS (wrk threads, 2), BST_RELEASE_TARGET_DIR (~/.cache/bst-release),
 # BST_BIN (a bst binary to use instead of the release build).
 set -euo pipefail
@@ -30,6 +34,7 @@ backtests=${BST_BENCH_BACKTESTS:-10000}
 connections=${BST_BENCH_CONNECTIONS:-64}
 seconds=${BST_BENCH_SECONDS:-10}
 threads=${BST_BENCH_THREADS:-2}
+writes=${BST_BENCH_WRITES:-50}
 
 work=$(mktemp -d)
 pids=()
@@ -69,11 +74,15 @@ pids+=($!)
 wait_ready "http://127.0.0.1:$port/healthz"
 wait_ready "http://127.0.0.1:$hello_port/"
 
-python3 benches/rest_load_fill.py "http://127.0.0.1:$port/api/v1" "$backtests"
+api="http://127.0.0.1:$port/api/v1"
+read -r first_id last_id < <(python3 benches/rest_load_fill.py "$api" "$backtests")
+export BST_BENCH_FIRST_ID=$first_id BST_BENCH_LAST_ID=$last_id
 
-# Prints "requests/s p50_ms p99_ms" for one wrk run against a URL.
+# Prints "requests/s p50_ms p99_ms" for one wrk run against a URL; further arguments go to wrk.
 measure() {
-    wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$1" | awk '
+    local url=$1
+    shift
+    wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency "$@" "$url" | awk '
         function ms(text) {
             if (text ~ /us$/) return substr(text, 1, length(text) - 2) / 1000
             if (text ~ /ms$/) return substr(text, 1, length(text) - 2)
@@ -90,14 +99,26 @@ measure() {
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "wrk: $threads threads, $connections connections, $seconds s per route; $backtests backtests stored"
 read -r hello_rate hello_p50 hello_p99 < <(measure "http://127.0.0.1:$hello_port/")
-read -r get_rate get_p50 get_p99 < <(measure "http://127.0.0.1:$port/api/v1/backtests/$((backtests / 2))")
-read -r list_rate list_p50 list_p99 < <(measure "http://127.0.0.1:$port/api/v1/backtests?limit=50")
+read -r get_rate get_p50 get_p99 < <(measure "$api/backtests" -s benches/rest_load_ids.lua)
+read -r list_rate list_p50 list_p99 < <(measure "$api/backtests?limit=50")
+
+python3 benches/rest_load_writer.py "$api" "$first_id" "$writes" &
+writer=$!
+pids+=("$writer")
+read -r get_w_rate get_w_p50 get_w_p99 < <(measure "$api/backtests" -s benches/rest_load_ids.lua)
+read -r list_w_rate list_w_p50 list_w_p99 < <(measure "$api/backtests?limit=50")
+if ! kill -0 "$writer" 2>/dev/null; then
+    echo "the writer beside the second runs stopped early" >&2
+    exit 1
+fi
 
 echo "| target | requests/s | p50 ms | p99 ms | share of hello-world |"
 echo "| --- | --- | --- | --- | --- |"
 for row in "axum hello-world|$hello_rate|$hello_p50|$hello_p99" \
     "GET /api/v1/backtests/{id}|$get_rate|$get_p50|$get_p99" \
-    "GET /api/v1/backtests?limit=50|$list_rate|$list_p50|$list_p99"; do
+    "GET /api/v1/backtests?limit=50|$list_rate|$list_p50|$list_p99" \
+    "GET /api/v1/backtests/{id}, $writes writes/s|$get_w_rate|$get_w_p50|$get_w_p99" \
+    "GET /api/v1/backtests?limit=50, $writes writes/s|$list_w_rate|$list_w_p50|$list_w_p99"; do
     IFS='|' read -r name rate p50 p99 <<<"$row"
     share=$(awk -v rate="$rate" -v base="$hello_rate" 'BEGIN { printf "%.2f", rate / base }')
     echo "| $name | $rate | $p50 | $p99 | $share |"

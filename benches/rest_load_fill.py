@@ -1,8 +1,9 @@
 """Stores one strategy and N queued backtests through the REST API for the load benchmark.
 
 Usage: python3 rest_load_fill.py BASE_URL N, where BASE_URL ends in /api/v1. The server must
-run with --workers 0 so that the backtests stay queued. Exits non-zero on any status other
-than 201 and when the stored total differs from N.
+run with --workers 0 so that the backtests stay queued. Prints the first and the last
+backtest id on one line. Exits non-zero on any status other than 201 and when the stored
+total differs from N.
 """
 
 import http.client
@@ -38,8 +39,9 @@ def main() -> None:
             "is_active": True,
         },
     )
+    ids = []
     for index in range(count):
-        post(
+        created = post(
             "/backtests",
             {
                 "strategy_id": strategy["id"],
@@ -50,12 +52,13 @@ def main() -> None:
                 "initial_capital": 10000.0 + index,
             },
         )
+        ids.append(created["id"])
     connection.request("GET", parsed.path + "/backtests?limit=1")
     response = connection.getresponse()
     total = json.loads(response.read())["total"]
     if total != count:
         sys.exit(f"the store lists {total} backtests, expected {count}")
-    print(f"stored {count} backtests")
+    print(min(ids), max(ids))
 
 
 if __name__ == "__main__":
