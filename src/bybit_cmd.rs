@@ -11,6 +11,8 @@ use bst_ingest::{Category, Timeframe};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::stdout::outln;
+
 /// Number of gap ranges listed in the report. Further ranges are only counted.
 const MAX_GAPS_PRINTED: usize = 20;
 
@@ -72,7 +74,7 @@ pub(crate) async fn run_bybit(args: BybitArgs) -> Result<()> {
             args.symbol, args.base_url
         )
     })?;
-    print_report(&args, &report);
+    print_report(&args, &report)?;
     Ok(())
 }
 
@@ -96,8 +98,8 @@ fn progress_bar() -> ProgressBar {
     bar
 }
 
-fn print_report(args: &BybitArgs, report: &BackfillReport) {
-    println!(
+fn print_report(args: &BybitArgs, report: &BackfillReport) -> Result<()> {
+    outln!(
         "{} {} {}: requests {}, retries {}, bars fetched {}, bars written {}, rows outside \
          the range {}, open bars skipped {}",
         args.category,
@@ -109,23 +111,24 @@ fn print_report(args: &BybitArgs, report: &BackfillReport) {
         report.bars_written,
         report.rows_outside_range,
         report.open_bars_dropped
-    );
+    )?;
     if report.gaps.is_empty() {
-        println!("gaps: none");
-        return;
+        outln!("gaps: none")?;
+        return Ok(());
     }
-    println!(
+    outln!(
         "gaps: {} bars missing in {} ranges",
         report.missing_bars(),
         report.gaps.len()
-    );
+    )?;
     for gap in report.gaps.iter().take(MAX_GAPS_PRINTED) {
-        println!("  {gap}");
+        outln!("  {gap}")?;
     }
     if report.gaps.len() > MAX_GAPS_PRINTED {
-        println!(
+        outln!(
             "  ... and {} more ranges",
             report.gaps.len() - MAX_GAPS_PRINTED
-        );
+        )?;
     }
+    Ok(())
 }

@@ -8,6 +8,8 @@ use bst_ingest::writer::{WriteReport, write_klines};
 use bst_ingest::{Category, Timeframe, csv_klines, rest_body, samples};
 use clap::Args;
 
+use crate::stdout::outln;
+
 #[derive(Debug, Args)]
 pub(crate) struct KlinesArgs {
     /// Bybit category of CSV files: linear, spot or inverse. Response bodies carry their own.
@@ -46,11 +48,11 @@ pub(crate) fn run_klines(args: &KlinesArgs) -> Result<()> {
             };
             let body = rest_body::read_kline_body_file(file, timeframe)?;
             if body.open_bars_dropped > 0 {
-                println!(
+                outln!(
                     "{}: skipped {} bar(s) still open at the response time",
                     file.display(),
                     body.open_bars_dropped
-                );
+                )?;
             }
             let mut report = write_klines(
                 &args.data_dir,
@@ -66,11 +68,11 @@ pub(crate) fn run_klines(args: &KlinesArgs) -> Result<()> {
             let klines = csv_klines::read_kline_csv(file)?;
             write_klines(&args.data_dir, category, &symbol, timeframe, &klines)?
         };
-        print_report(&file.display().to_string(), &report);
+        print_report(&file.display().to_string(), &report)?;
         total.merge(report);
     }
     if args.files.len() > 1 {
-        print_report("total", &total);
+        print_report("total", &total)?;
     }
     Ok(())
 }
@@ -109,8 +111,8 @@ fn csv_series(
     }
 }
 
-fn print_report(label: &str, report: &WriteReport) {
-    println!(
+fn print_report(label: &str, report: &WriteReport) -> Result<()> {
+    outln!(
         "{label}: rows read {}, rows written {}, duplicates skipped {}, partitions touched {}{}",
         report.rows_read,
         report.rows_written,
@@ -121,7 +123,7 @@ fn print_report(label: &str, report: &WriteReport) {
         } else {
             format!(" ({})", report.partitions_touched.join(", "))
         }
-    );
+    )
 }
 
 /// File that marks a sample import as started and not yet finished.

@@ -5,12 +5,13 @@ mod flight_cmd;
 mod ingest_cmd;
 mod plot_cmd;
 mod resample_cmd;
+mod stdout;
 mod sweep_cmd;
 mod trades_cmd;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use bst_engine::orders::strategy_and_orders;
@@ -18,6 +19,8 @@ use bst_engine::{BacktestRequest, Engine, SeriesKey, TimeRange};
 use bst_ingest::{Category, Timeframe};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+use crate::stdout::outln;
 
 /// Bybit strategy tester: ingest Bybit market data, backtest strategies, serve the REST API.
 #[derive(Debug, Parser)]
@@ -182,7 +185,7 @@ fn main() -> Result<()> {
         .thread_stack_size(RUNTIME_THREAD_STACK_BYTES)
         .build()
         .context("failed to start the async runtime")?;
-    match cli.command {
+    let result = match cli.command {
         Command::Ingest(IngestCommand::Klines(args)) => ingest_cmd::run_klines(&args),
         Command::Ingest(IngestCommand::Bybit(args)) => runtime.block_on(bybit_cmd::run_bybit(args)),
         Command::Ingest(IngestCommand::Trades(args)) => trades_cmd::run_trades(&args),
@@ -190,6 +193,32 @@ fn main() -> Result<()> {
         Command::Resample(args) => runtime.block_on(resample_cmd::run(args)),
         Command::Sweep(args) => runtime.block_on(sweep_cmd::run(args)),
         Command::Serve(args) => runtime.block_on(run_serve(args)),
+    };
+    match result {
+        // A reader that exits early, such as `head -1`, has all the output it asked for.
+        Err(error) if stdout::is_closed(&error) => Ok(()),
+        other => other,
+    }
+}
+
+/// Checks that the data directory of a command that only reads the dataset exists. Opening
+/// the engine creates the `klines` and `ticks` folders, so a mistyped path would otherwise
+/// be created empty.
+pub(crate) fn require_data_dir(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "invalid data directory {}: it is a file, not a directory; pass the dataset \
+             folder with --data-dir or BST_DATA_DIR",
+            path.display()
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
+            "data directory {} does not exist; pass the dataset folder with --data-dir or \
+             BST_DATA_DIR, or import data into it first with `bst ingest`",
+            path.display()
+        ),
+        Err(error) => Err(error)
+            .with_context(|| format!("failed to read the data directory {}", path.display())),
     }
 }
 
@@ -266,6 +295,7 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
     request.leverage = args.leverage;
     request.orders = orders;
 
+    require_data_dir(&args.data.data_dir)?;
     let engine = Engine::open(&args.data.data_dir)?;
     engine.check_strategy(&request.strategy)?;
     let report = engine.run_backtest(&request).await?;
@@ -282,7 +312,7 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
         plot_cmd::write_equity_svg(path, &report, &title)?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.metrics)?);
+        outln!("{}", serde_json::to_string_pretty(&report.metrics)?)?;
         return Ok(());
     }
 
@@ -290,7 +320,7 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
     let optional = |value: Option<f64>, unit: &str| {
         value.map_or_else(|| "n/a".to_string(), |value| format!("{value:.4}{unit}"))
     };
-    println!(
+    outln!(
         "{} {} {} {} from {} to {} ({} bars)",
         request.series.category,
         request.series.symbol,
@@ -299,7 +329,7 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
         bst_engine::dataset::iso_ms(report.data_start_ms),
         bst_engine::dataset::iso_ms(report.data_end_ms),
         report.bars
-    );
+    )?;
     let lines = [
         ("final capital", format!("{:.4}", metrics.final_capital)),
         ("total return", format!("{:.4} %", metrics.total_return)),
@@ -333,7 +363,7 @@ async fn run_backtest(args: BacktestArgs) -> Result<()> {
         ("liquidations", metrics.liquidations.to_string()),
     ];
     for (label, value) in lines {
-        println!("{label:<17}{value}");
+        outln!("{label:<17}{value}")?;
     }
     Ok(())
 }

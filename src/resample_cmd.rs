@@ -7,6 +7,8 @@ use bst_engine::{Engine, SeriesKey, TimeRange};
 use bst_ingest::{Category, Timeframe, writer};
 use clap::Args;
 
+use crate::stdout::outln;
+
 #[derive(Debug, Args)]
 pub(crate) struct ResampleArgs {
     /// Instrument, such as BTCUSDT.
@@ -51,6 +53,7 @@ pub(crate) async fn run(args: ResampleArgs) -> Result<()> {
     };
     range.validate()?;
 
+    crate::require_data_dir(&args.data_dir)?;
     let engine = Engine::open(&args.data_dir)?;
     let klines = engine.resample(&series, &range).await?;
     if klines.is_empty() {
@@ -69,7 +72,7 @@ pub(crate) async fn run(args: ResampleArgs) -> Result<()> {
         series.timeframe,
         &klines,
     )?;
-    println!(
+    outln!(
         "{} {} {}: bars built {}, rows written {}, duplicates skipped {}, partitions touched {}",
         series.category,
         series.symbol,
@@ -78,6 +81,6 @@ pub(crate) async fn run(args: ResampleArgs) -> Result<()> {
         report.rows_written,
         report.duplicates_skipped,
         report.partitions_touched.len()
-    );
+    )?;
     Ok(())
 }

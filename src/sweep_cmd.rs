@@ -15,6 +15,8 @@ use bst_ingest::{Category, Timeframe};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::stdout::outln;
+
 #[derive(Debug, Args)]
 pub(crate) struct SweepArgs {
     /// Instrument, such as BTCUSDT.
@@ -132,6 +134,7 @@ pub(crate) async fn run(args: SweepArgs) -> Result<()> {
         other => bail!("invalid --method {other:?}: expected grid, random or walk_forward"),
     };
 
+    crate::require_data_dir(&args.data_dir)?;
     let engine = Engine::open(&args.data_dir)?;
     let bar = progress_bar();
     let progress_handle = bar.clone();
@@ -162,11 +165,11 @@ pub(crate) async fn run(args: SweepArgs) -> Result<()> {
         .await?;
         bar.finish_and_clear();
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?)?;
             return Ok(());
         }
         for (index, fold) in report.folds.iter().enumerate() {
-            println!(
+            outln!(
                 "fold {index}: train {} .. {}, test {} .. {}, params {}, test return {}",
                 bst_engine::dataset::iso_ms(fold.train_start_ms),
                 bst_engine::dataset::iso_ms(fold.train_end_ms),
@@ -177,10 +180,10 @@ pub(crate) async fn run(args: SweepArgs) -> Result<()> {
                     .get("total_return")
                     .and_then(serde_json::Value::as_f64)
                     .map_or_else(|| "n/a".to_string(), |value| format!("{value:.4} %")),
-            );
+            )?;
         }
         let total = &report.out_of_sample;
-        println!(
+        outln!(
             "out of sample: return {:.4} %, {} trades, sharpe {}, max drawdown {:.4} %",
             total.total_return,
             total.total_trades,
@@ -188,37 +191,45 @@ pub(crate) async fn run(args: SweepArgs) -> Result<()> {
                 .sharpe_ratio
                 .map_or_else(|| "n/a".to_string(), |value| format!("{value:.4}")),
             total.max_drawdown
-        );
+        )?;
         return Ok(());
     }
 
     let report = run_sweep(engine.session(), engine.data_dir(), &request, &control).await?;
     bar.finish_and_clear();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    print_report(&report);
-    Ok(())
+    print_report(&report)
 }
 
-fn print_report(report: &SweepReport) {
-    println!(
+fn print_report(report: &SweepReport) -> Result<()> {
+    outln!(
         "{} combinations tried, {} skipped as invalid, {} evaluated over {} bars in {:.2} s",
-        report.tried, report.skipped, report.evaluated, report.bars, report.seconds
-    );
+        report.tried,
+        report.skipped,
+        report.evaluated,
+        report.bars,
+        report.seconds
+    )?;
     let optional =
         |value: Option<f64>| value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"));
-    println!(
+    outln!(
         "deflated Sharpe ratio of the best: {}",
         optional(report.deflated_sharpe_ratio)
-    );
-    println!(
+    )?;
+    outln!(
         "{:>4}  {:<40} {:>14} {:>12} {:>8} {:>12}",
-        "rank", "params", report.metric, "return %", "trades", "max dd %"
-    );
+        "rank",
+        "params",
+        report.metric,
+        "return %",
+        "trades",
+        "max dd %"
+    )?;
     for (rank, result) in report.results.iter().enumerate() {
-        println!(
+        outln!(
             "{:>4}  {:<40} {:>14} {:>12} {:>8} {:>12}",
             rank + 1,
             serde_json::Value::Object(result.params.clone()).to_string(),
@@ -227,6 +238,7 @@ fn print_report(report: &SweepReport) {
             metric_value(result, "total_trades")
                 .map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}")),
             optional(metric_value(result, "max_drawdown")),
-        );
+        )?;
     }
+    Ok(())
 }

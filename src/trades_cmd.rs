@@ -10,6 +10,8 @@ use bst_ingest::trades::{
 };
 use clap::Args;
 
+use crate::stdout::outln;
+
 #[derive(Debug, Args)]
 pub(crate) struct TradesArgs {
     /// Bybit category: linear, spot or inverse. Default: linear for symbols ending in USDT or
@@ -55,7 +57,7 @@ pub(crate) fn run_trades(args: &TradesArgs) -> Result<()> {
         Ok(())
     })?;
     if args.files.len() > 1 {
-        print_report("total", &total);
+        print_report("total", &total)?;
     }
     Ok(())
 }
@@ -77,13 +79,13 @@ fn import_one(
         );
     };
     let report = import_trade_dump(&args.data_dir, category, dump)?;
-    print_report(&file.display().to_string(), &report);
+    print_report(&file.display().to_string(), &report)?;
     total.ticks.merge(report.ticks);
     total.bars.merge(report.bars);
     Ok(())
 }
 
-fn print_report(label: &str, report: &TradeImportReport) {
+fn print_report(label: &str, report: &TradeImportReport) -> Result<()> {
     let ticks = &report.ticks;
     let bars = &report.bars;
     let dates = if ticks.partitions_touched.is_empty() {
@@ -91,7 +93,7 @@ fn print_report(label: &str, report: &TradeImportReport) {
     } else {
         format!(" ({})", ticks.partitions_touched.join(", "))
     };
-    println!(
+    outln!(
         "{label}: ticks read {}, ticks written {}, duplicates skipped {}, tick partitions \
          touched {}{dates}; derived 1m bars {}, written {}, skipped {} (already stored)",
         ticks.ticks_read,
@@ -101,5 +103,5 @@ fn print_report(label: &str, report: &TradeImportReport) {
         bars.rows_read,
         bars.rows_written,
         bars.duplicates_skipped,
-    );
+    )
 }

@@ -978,6 +978,115 @@ fn results_body_is_validated() {
     );
 }
 
+#[test]
+fn results_out_of_range_are_rejected() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), 0);
+    let api = Api { server: &server };
+    let strategy = id_of(&api.create_strategy("SMA"));
+    let id = id_of(&api.create_backtest(strategy, 1_000.0));
+    let (status, body) = api.claim(id, START);
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let valid = results_body(&[]);
+    let with = |key: &str, value: Value| {
+        let mut body = valid.clone();
+        body[key] = value;
+        body
+    };
+    let with_point = |key: &str, value: f64| {
+        let mut body = valid.clone();
+        body["equity"][1][key] = json!(value);
+        body
+    };
+    // Each case: the body and the fragments of its detail (field, value and range).
+    let invalid = [
+        (
+            with("max_drawdown", json!(300.0)),
+            ["max_drawdown 300", "0 to 100"],
+        ),
+        (
+            with("max_drawdown", json!(-0.5)),
+            ["max_drawdown -0.5", "0 to 100"],
+        ),
+        (
+            with("total_return", json!(-150.0)),
+            ["total_return -150", ">= -100"],
+        ),
+        (
+            with("buy_and_hold_return", json!(-101.0)),
+            ["buy_and_hold_return -101", ">= -100"],
+        ),
+        (
+            with("exposure_pct", json!(100.5)),
+            ["exposure_pct 100.5", "0 to 100"],
+        ),
+        (
+            with("profit_factor", json!(-2.0)),
+            ["profit_factor -2", ">= 0"],
+        ),
+        (with_point("equity", -1.0), ["equity[1].equity -1", ">= 0"]),
+        (
+            with_point("drawdown", 300.0),
+            ["equity[1].drawdown 300", "0 to 100"],
+        ),
+        (
+            with_point("drawdown", -3.0),
+            ["equity[1].drawdown -3", "0 to 100"],
+        ),
+    ];
+    for (body, fragments) in invalid {
+        let response = api.post(&format!("/backtests/{id}/results"), &body);
+        assert_detail(&response, StatusCode::UNPROCESSABLE_ENTITY, &fragments);
+    }
+    // serde_json rejects a number that overflows to infinity before the handler runs.
+    let overflowing = valid
+        .to_string()
+        .replace("\"sharpe_ratio\":1.25", "\"sharpe_ratio\":1e400");
+    assert!(overflowing.contains("1e400"), "{overflowing}");
+    let response = server
+        .client
+        .post(server.url(&format!("/backtests/{id}/results")))
+        .header("content-type", "application/json")
+        .body(overflowing)
+        .send()
+        .unwrap();
+    assert_detail(
+        &read(response),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["sharpe_ratio"],
+    );
+    let (_, backtest) = api.get(&format!("/backtests/{id}"));
+    assert_eq!(backtest["status"], "running", "{backtest}");
+
+    let (status, body) = api.post(&format!("/backtests/{id}/results"), &valid);
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[test]
+fn claim_now_far_ahead_is_rejected() {
+    let dir = data_dir();
+    let server = Server::start(dir.path(), 0);
+    let api = Api { server: &server };
+    let strategy = id_of(&api.create_strategy("SMA"));
+    let id = id_of(&api.create_backtest(strategy, 1_000.0));
+
+    let far_ahead = (Utc::now() + Duration::days(3650)).to_rfc3339();
+    assert_detail(
+        &api.claim(id, &far_ahead),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["invalid now", &far_ahead[..10], "24 hours"],
+    );
+    let (_, backtest) = api.get(&format!("/backtests/{id}"));
+    assert_eq!(backtest["status"], "queued", "{backtest}");
+
+    // A worker clock a few hours ahead of the server's, within the skew, is accepted.
+    let slightly_ahead = (Utc::now() + Duration::hours(2)).to_rfc3339();
+    let (status, body) = api.claim(id, &slightly_ahead);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "claimed", "{body}");
+}
+
 type TradeRow = (&'static str, &'static str, &'static str, f64, f64, f64, f64);
 
 /// Builds a results body for `trades`, with metrics counted from them.

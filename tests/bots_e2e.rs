@@ -626,3 +626,61 @@ fn deal_requests_are_validated() {
         );
     }
 }
+
+#[test]
+fn deal_cost_overflow_is_rejected() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(data_dir.path(), 0);
+    let bot = create_bot(&server, "BTC", &["BTCUSDT"]);
+    let bot_id = bot["id"].as_str().unwrap();
+
+    // 1e308 x 10 is past f64::MAX, about 1.8e308.
+    let overflowing = json!({"bot_id": bot_id, "symbol": "BTCUSDT", "entry_price": 1e308,
+                             "quantity": 10.0});
+    let body = json_of(
+        post_json(&server, "/active-deals", &overflowing),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("quantity 10"), "{detail}");
+    assert!(detail.contains("entry_price 1"), "{detail}");
+    assert!(detail.contains("overflows"), "{detail}");
+    assert_eq!(
+        json_of(get(&server, "/active-deals"), StatusCode::OK)["total"],
+        0
+    );
+
+    // Each cost is finite, but their sum at averaging is not.
+    let large = json!({"bot_id": bot_id, "symbol": "BTCUSDT", "entry_price": 1e307,
+                       "quantity": 10.0});
+    let deal = json_of(
+        post_json(&server, "/active-deals", &large),
+        StatusCode::CREATED,
+    );
+    let deal_id = deal["id"].as_str().unwrap();
+    let average = format!("/active-deals/{deal_id}/average");
+    assert_detail(
+        post_json(
+            &server,
+            &average,
+            &json!({"quantity": 10.0, "price": 1e308}),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "price 1",
+    );
+    assert_detail(
+        post_json(
+            &server,
+            &average,
+            &json!({"quantity": 10.0, "price": 1e307}),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "quantity",
+    );
+    let stored = json_of(
+        get(&server, &format!("/active-deals/{deal_id}")),
+        StatusCode::OK,
+    );
+    assert_eq!(stored["entry_price"].as_f64(), Some(1e307), "{stored}");
+    assert_eq!(stored["quantity"].as_f64(), Some(10.0), "{stored}");
+}

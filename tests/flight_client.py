@@ -20,6 +20,10 @@ KLINES_1M = {"dataset": "klines", "symbol": "BTCUSDT", "timeframe": "1"}
 
 def pyarrow_code(error):
     """Return the gRPC status name of a pyarrow.flight exception."""
+    # pyarrow has no exception class of its own for FAILED_PRECONDITION, but its message
+    # contains "gRPC returned precondition failed error".
+    if "precondition failed" in str(error):
+        return "FAILED_PRECONDITION"
     if isinstance(error, flight.FlightUnauthenticatedError):
         return "UNAUTHENTICATED"
     if isinstance(error, flight.FlightInternalError):
@@ -51,6 +55,15 @@ def error_code(call):
     except Exception as error:  # noqa: BLE001 - the class is what is checked
         return pyarrow_code(error)
     return "OK"
+
+
+def error_detail(call):
+    """Run `call` and return [OK, ""] or [status name, message] of the error it raised."""
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - the class is what is checked
+        return [pyarrow_code(error), str(error)]
+    return ["OK", ""]
 
 
 def table_columns(table):
@@ -343,6 +356,52 @@ def errors(port):
     return codes
 
 
+def ticket_errors(port):
+    """Send tickets and descriptors that are neither JSON tickets nor Flight SQL commands, and
+    JSON tickets that do not validate."""
+    client = flight.connect(f"grpc://127.0.0.1:{port}")
+    tickets = {
+        "text": b"not a ticket",
+        "empty": b"",
+        # Field 1 (type_url) of a protobuf Any, with a type that is no Flight SQL command.
+        "unknown_any": protobuf_bytes_field(1, b"type.googleapis.com/bst.Nothing"),
+        # A length prefix longer than the bytes that follow.
+        "truncated_protobuf": b"\x0a\x7fabc",
+        "malformed_json": b'{"dataset": ',
+        "backtest_id_text": b'{"backtest_id": "one", "table": "trades"}',
+        "start_object": b'{"dataset": "klines", "symbol": "BTCUSDT", "timeframe": "1", '
+        b'"start": {"day": 1}}',
+        "long_table": json.dumps({"backtest_id": 1, "table": "x" * 100000}).encode(),
+    }
+    result = {}
+    for name, ticket in tickets.items():
+        result[name] = error_detail(
+            lambda ticket=ticket: client.do_get(flight.Ticket(ticket)).read_all()
+        )
+    descriptors = {
+        "descriptor_text": b"not a command",
+        "descriptor_unknown_any": protobuf_bytes_field(1, b"type.googleapis.com/bst.Nothing"),
+    }
+    for name, command in descriptors.items():
+        descriptor = flight.FlightDescriptor.for_command(command)
+        result[name] = error_detail(lambda descriptor=descriptor: client.get_flight_info(descriptor))
+    return result
+
+
+def unfinished_backtest(port, backtest_id):
+    """Read the results of a backtest that has not completed, by ticket and by descriptor."""
+    client = flight.connect(f"grpc://127.0.0.1:{port}")
+    result = {}
+    for table_name in ("trades", "equity"):
+        ticket = {"backtest_id": int(backtest_id), "table": table_name}
+        result[table_name] = error_detail(lambda ticket=ticket: read_ticket(client, ticket))
+    descriptor = flight.FlightDescriptor.for_command(
+        json.dumps({"backtest_id": int(backtest_id), "table": "trades"})
+    )
+    result["flight_info"] = error_detail(lambda: client.get_flight_info(descriptor))
+    return result
+
+
 def auth(port, key):
     ticket = flight.Ticket(json.dumps(KLINES_1M))
     client = flight.connect(f"grpc://127.0.0.1:{port}")
@@ -392,6 +451,8 @@ def main():
         "sql_info": sql_info,
         "adbc": adbc,
         "errors": errors,
+        "ticket_errors": ticket_errors,
+        "unfinished_backtest": unfinished_backtest,
         "auth": auth,
         "stream": stream,
     }[check](port, *extra)

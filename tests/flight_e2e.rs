@@ -887,6 +887,125 @@ fn errors_get_their_status_codes() {
 }
 
 #[test]
+fn bad_tickets_name_accepted_kinds() {
+    let (_data_dir, server) = start_btc_server();
+    let result = server.run_client("ticket_errors", &[]);
+    let detail = |case: &str| -> (String, String) {
+        let pair = result[case]
+            .as_array()
+            .unwrap_or_else(|| panic!("{case}: no result in {result}"));
+        (
+            pair[0].as_str().unwrap_or_default().to_string(),
+            pair[1].as_str().unwrap_or_default().to_string(),
+        )
+    };
+
+    // Bytes that are neither JSON nor a Flight SQL ticket get the accepted ticket kinds.
+    for case in ["text", "empty", "unknown_any", "truncated_protobuf"] {
+        let (code, message) = detail(case);
+        assert_eq!(code, "INVALID_ARGUMENT", "{case}: {message}");
+        assert!(message.contains("invalid ticket"), "{case}: {message}");
+        assert!(message.contains("\"backtest_id\""), "{case}: {message}");
+        assert!(message.contains("\"dataset\""), "{case}: {message}");
+        assert!(message.contains("Flight SQL"), "{case}: {message}");
+        assert!(!message.contains("DecodeError"), "{case}: {message}");
+        assert!(
+            !message.contains("The defined request"),
+            "{case}: {message}"
+        );
+    }
+    for case in ["descriptor_text", "descriptor_unknown_any"] {
+        let (code, message) = detail(case);
+        assert_eq!(code, "INVALID_ARGUMENT", "{case}: {message}");
+        assert!(message.contains("invalid descriptor"), "{case}: {message}");
+        assert!(message.contains("PATH descriptor"), "{case}: {message}");
+        assert!(
+            message.contains("CommandStatementQuery"),
+            "{case}: {message}"
+        );
+        assert!(!message.contains("DecodeError"), "{case}: {message}");
+        assert!(
+            !message.contains("The defined request"),
+            "{case}: {message}"
+        );
+    }
+
+    // JSON tickets that do not validate name the problem and the ticket's form.
+    let (code, message) = detail("malformed_json");
+    assert_eq!(code, "INVALID_ARGUMENT", "{message}");
+    assert!(message.contains("malformed JSON at line 1"), "{message}");
+    assert!(message.contains("\"backtest_id\": INTEGER"), "{message}");
+    let (code, message) = detail("backtest_id_text");
+    assert_eq!(code, "INVALID_ARGUMENT", "{message}");
+    assert!(message.contains("expected an integer"), "{message}");
+    assert!(!message.contains("i64"), "{message}");
+    let (code, message) = detail("start_object");
+    assert_eq!(code, "INVALID_ARGUMENT", "{message}");
+    assert!(message.contains("invalid start"), "{message}");
+    assert!(!message.contains("untagged"), "{message}");
+    assert!(!message.contains("TimeBound"), "{message}");
+    let (code, message) = detail("long_table");
+    assert_eq!(code, "INVALID_ARGUMENT", "{message}");
+    assert!(message.contains("(100000 characters)"), "{message}");
+    assert!(message.len() < 2_000, "{} bytes: {message}", message.len());
+}
+
+#[test]
+fn unfinished_backtest_fails_precondition() {
+    let (_data_dir, server) = start_btc_server();
+    let client = Client::new();
+    let response = client
+        .post(server.url("/strategies"))
+        .json(&json!({
+            "name": "SMA 10/30",
+            "strategy_type": "sma_crossover",
+            "config": {"fast_period": 10, "slow_period": 30}
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let strategy: Value = response.json().unwrap();
+    // The server runs no workers, so the backtest stays queued until it is claimed.
+    let response = client
+        .post(server.url("/backtests"))
+        .json(&json!({
+            "strategy_id": strategy["id"],
+            "symbol": "BTCUSDT",
+            "timeframe": "1",
+            "start_date": "2025-06-01T00:00:00Z",
+            "end_date": "2025-06-02T00:00:00Z",
+            "initial_capital": 10000.0
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let backtest: Value = response.json().unwrap();
+    let id = backtest["id"].as_i64().expect("backtest id");
+    let id_text = id.to_string();
+
+    for status in ["queued", "running"] {
+        if status == "running" {
+            let response = client
+                .post(server.url(&format!("/backtests/{id}/claim")))
+                .json(&json!({}))
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        let result = server.run_client("unfinished_backtest", &[&id_text]);
+        for case in ["trades", "equity", "flight_info"] {
+            let code = result[case][0].as_str().unwrap_or_default();
+            let message = result[case][1].as_str().unwrap_or_default();
+            assert_eq!(code, "FAILED_PRECONDITION", "{status} {case}: {message}");
+            assert!(
+                message.contains(&format!("backtest {id} is {status}")),
+                "{status} {case}: {message}"
+            );
+        }
+    }
+}
+
+#[test]
 fn api_keys_are_required() {
     let data_dir = tempfile::tempdir().unwrap();
     ingest_btc(data_dir.path());

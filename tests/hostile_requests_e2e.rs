@@ -394,6 +394,8 @@ fn cases(strategy: i64) -> Vec<Case> {
             .expecting("%2b"),
         json_case("POST", &format!("/backtests/{unknown}/claim"), "{\"now\": 5}", 422).expecting("now"),
         json_case("POST", &format!("/backtests/{unknown}/claim"), "{\"now\"", 422).expecting("malformed json"),
+        json_case("POST", &format!("/backtests/{unknown}/claim"), "{\"now\": \"2999-01-01T00:00:00Z\"}", 422)
+            .expecting("2999-01-01"),
         case("GET", &format!("/backtests/{unknown}/claim"), 405),
         json_case("POST", "/backtests/abc/results", "{}", 422).expecting("id"),
         json_case("POST", &format!("/backtests/{unknown}/results"), "{\"final_capital\": \"lots\"}", 422)
@@ -429,6 +431,10 @@ fn cases(strategy: i64) -> Vec<Case> {
         json_case("POST", "/active-deals", "{\"bot_id\": \"bot_999999\", \"symbol\": \"BTCUSDT\", \"entry_price\": \"1\", \"quantity\": 1}", 422)
             .expecting("entry_price"),
         json_case("POST", "/active-deals", "{\"bot_id\": \"bot_999999\"}", 422),
+        json_case("POST", "/active-deals", "{\"bot_id\": \"bot_999999\", \"symbol\": \"BTCUSDT\", \"entry_price\": 1e308, \"quantity\": 10}", 422)
+            .expecting("overflows"),
+        json_case("POST", "/active-deals/deal_999999/average", "{\"quantity\": 1e300, \"price\": 1e300}", 422)
+            .expecting("overflows"),
         case("POST", "/active-deals/deal_999999/close", 404),
         case("POST", "/active-deals/deal_999999/cancel", 404),
         json_case("POST", "/active-deals/deal_999999/average", "{\"quantity\": 1, \"price\": 1}", 404),
@@ -582,6 +588,83 @@ fn hostile_requests_get_4xx_with_detail() {
         StatusCode::OK,
         "the server stopped serving"
     );
+}
+
+#[test]
+fn long_values_are_cut_in_details() {
+    let data = tempfile::tempdir().expect("a temporary folder");
+    let server = Server::start(data.path(), 0);
+    let strategy = create_strategy(&server);
+    let long = "q".repeat(1_000_000);
+    let long_path = "7".repeat(10_000);
+    let long_query = "x".repeat(10_000);
+
+    let bot = json!({"name": long, "strategy": "s", "symbols": ["BTCUSDT"],
+                     "capital_allocated": 100});
+    let deal = json!({"bot_id": "bot_1", "symbol": long, "entry_price": 1, "quantity": 1});
+    let claim = json!({"now": long});
+    let unknown_key = format!("{{\"{long}\": 1}}");
+    let strategy_type = json!({"name": "a", "strategy_type": long});
+    let is_active = json!({"is_active": long});
+    let claim_path = format!("/backtests/{UNKNOWN_ID}/claim");
+    let strategy_path = format!("/strategies/{strategy}");
+
+    // Each case: a request whose detail quotes a value of 1,000,000 or 10,000 characters,
+    // and that value's length as the detail must state it.
+    let cases = [
+        (
+            json_case("POST", "/bots", &bot.to_string(), 422),
+            Some(1_000_000),
+        ),
+        (
+            json_case("POST", "/active-deals", &deal.to_string(), 422),
+            Some(1_000_000),
+        ),
+        (
+            json_case("POST", &claim_path, &claim.to_string(), 422),
+            Some(1_000_000),
+        ),
+        (
+            json_case("POST", "/bots", &unknown_key, 422),
+            Some(1_000_000),
+        ),
+        (
+            json_case("POST", "/strategies", &strategy_type.to_string(), 422),
+            None,
+        ),
+        (
+            json_case("PUT", &strategy_path, &is_active.to_string(), 422),
+            Some(1_000_000),
+        ),
+        (
+            case("GET", &format!("/strategies/{long_path}"), 422),
+            Some(10_000),
+        ),
+        (
+            case("GET", &format!("/strategies?limit={long_query}"), 422),
+            Some(10_000),
+        ),
+    ];
+    for (mut case, length) in cases {
+        case.path = format!("/api/v1{}", case.path);
+        let shown_path: String = case.path.chars().take(60).collect();
+        let response = request(&server, &case).send().expect("a response");
+        assert_eq!(response.status().as_u16(), case.status, "{shown_path}");
+        let body: Value = response.json().expect("a JSON body");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        let shown_detail: String = detail.chars().take(2_000).collect();
+        assert!(
+            detail.chars().count() <= 1_100,
+            "{shown_path}: detail of {} characters: {shown_detail}",
+            detail.chars().count()
+        );
+        if let Some(length) = length {
+            assert!(
+                detail.contains(&format!("… ({length} characters)")),
+                "{shown_path}: {shown_detail}"
+            );
+        }
+    }
 }
 
 #[test]

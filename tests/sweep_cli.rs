@@ -5,7 +5,7 @@
 mod deflated_sharpe;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
@@ -390,5 +390,78 @@ fn invalid_grid_value_is_named() {
         let message = String::from_utf8_lossy(&output.stderr);
         assert!(message.contains(name), "grid {grid}: {message}");
         assert!(message.contains(value), "grid {grid}: {message}");
+    }
+}
+
+/// Runs `bst` on the shared data folder with its standard output closed before the command
+/// writes, as `head -1` closes it after the first line, and returns the exit status and
+/// standard error.
+fn bst_into_closed_pipe(args: &[&str]) -> (ExitStatus, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("BST_DATA_DIR", data_dir())
+        .env_remove("BST_DATASETS_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("failed to run the bst binary");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("failed to wait for bst");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let grid = r#"{"fast_period":[10,20],"slow_period":[50,100]}"#;
+    let range = ["--start", TWO_WEEKS.0, "--end", TWO_WEEKS.1];
+    let sweep_flags = ["sweep", "--symbol", "BTCUSDT", "--grid", grid, "--top", "0"];
+    let sweep = [&sweep_flags[..], &range[..]].concat();
+    let sweep_json = [&sweep[..], &["--json"][..]].concat();
+    let backtest = [&["backtest", "--symbol", "BTCUSDT"][..], &range[..]].concat();
+    for args in [sweep, sweep_json, backtest] {
+        let (status, stderr) = bst_into_closed_pipe(&args);
+        assert!(
+            !stderr.contains("panicked"),
+            "bst {args:?} panicked: {stderr}"
+        );
+        assert!(
+            status.success(),
+            "bst {args:?} exited with {status}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn missing_data_dir_is_named_not_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("mistyped");
+    let missing_text = missing.to_str().unwrap();
+    let grid = r#"{"fast_period":[10],"slow_period":[50]}"#;
+    let commands: [&[&str]; 4] = [
+        &["backtest", "--symbol", "BTCUSDT"],
+        &[
+            "backtest",
+            "--symbol",
+            "BTCUSDT",
+            "--data-dir",
+            missing_text,
+        ],
+        &["sweep", "--symbol", "BTCUSDT", "--grid", grid],
+        &["resample", "--symbol", "BTCUSDT", "--to", "60"],
+    ];
+    for args in commands {
+        // BST_DATA_DIR names the missing folder for the commands without --data-dir.
+        let output = bst(args, &missing);
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "bst {args:?} succeeded");
+        assert!(message.contains(missing_text), "bst {args:?}: {message}");
+        assert!(
+            message.contains("does not exist"),
+            "bst {args:?}: {message}"
+        );
+        assert!(!missing.exists(), "bst {args:?} created {missing_text}");
     }
 }

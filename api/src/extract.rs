@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, echoed, shorten_quoted};
 
 /// Prefix of the text of axum's JSON data rejection, before the field path and the message.
 const JSON_DATA_PREFIX: &str = "Failed to deserialize the JSON body into the target type: ";
@@ -48,12 +48,12 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(error) => {
             let text = error.body_text();
             let message = text.strip_prefix(JSON_SYNTAX_PREFIX).unwrap_or(&text);
-            ApiError::unprocessable(format!("malformed JSON body: {message}"))
+            ApiError::unprocessable(format!("malformed JSON body: {}", shorten_quoted(message)))
         }
         JsonRejection::JsonDataError(error) => {
             let text = error.body_text();
             let message = text.strip_prefix(JSON_DATA_PREFIX).unwrap_or(&text);
-            ApiError::unprocessable(format!("invalid JSON body: {message}"))
+            ApiError::unprocessable(format!("invalid JSON body: {}", shorten_quoted(message)))
         }
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -87,7 +87,8 @@ where
 
 fn query_rejection(rejection: &QueryRejection, uri: &axum::http::Uri) -> ApiError {
     let text = rejection.body_text();
-    let text = text.strip_prefix(QUERY_PREFIX).unwrap_or(&text);
+    let text = shorten_quoted(text.strip_prefix(QUERY_PREFIX).unwrap_or(&text));
+    let text = text.as_str();
     // serde_path_to_error writes `field: message` when the error has a field path.
     let (field, message) = match text.split_once(": ") {
         Some((field, message))
@@ -105,9 +106,9 @@ fn query_rejection(rejection: &QueryRejection, uri: &axum::http::Uri) -> ApiErro
     };
     let value = query_value(uri, field);
     let expected = expected_for(message, value.as_deref());
-    let echoed = value.map_or_else(String::new, |value| format!(" {value:?}"));
+    let quoted = value.map_or_else(String::new, |value| format!(" {}", echoed(&value)));
     ApiError::unprocessable(format!(
-        "invalid query parameter {field}{echoed}: {expected}"
+        "invalid query parameter {field}{quoted}: {expected}"
     ))
 }
 
@@ -237,14 +238,11 @@ fn invalid_path_value(key: &str, value: &str, expected_type: &str) -> ApiError {
         "bool" => "true or false",
         other => other,
     };
-    let echoed: String = value.chars().take(MAX_ECHOED_VALUE_CHARS).collect();
     ApiError::unprocessable(format!(
-        "invalid path parameter {key} {echoed:?}: expected {expected}"
+        "invalid path parameter {key} {}: expected {expected}",
+        echoed(value)
     ))
 }
-
-/// Maximum length of a value echoed back in a detail, in characters.
-const MAX_ECHOED_VALUE_CHARS: usize = 100;
 
 /// Parses the datetime of request field `field`: ISO 8601 with `Z` or an offset, without
 /// offset (read as UTC), or a date. A 422 names the field and the accepted forms. When a
@@ -255,8 +253,7 @@ const MAX_ECHOED_VALUE_CHARS: usize = 100;
 /// 422 when `text` is no accepted form.
 pub fn parse_datetime(field: &str, text: &str) -> ApiResult<DateTime<Utc>> {
     bst_engine::time::parse_utc_checked(text).map_err(|error| {
-        let echoed: String = text.chars().take(MAX_ECHOED_VALUE_CHARS).collect();
-        ApiError::unprocessable(format!("invalid {field} {echoed:?}: {error}"))
+        ApiError::unprocessable(format!("invalid {field} {}: {error}", echoed(text)))
     })
 }
 

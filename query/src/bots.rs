@@ -513,6 +513,15 @@ impl Store {
         let connection = self.lock();
         let deal = active_deal(&connection, id, key, "closed")?;
         let pnl = (price - deal.entry_price) * deal.quantity;
+        if !pnl.is_finite() {
+            return Err(BotError::Conflict {
+                message: format!(
+                    "cannot close deal {id} at price {price}: its pnl (price - entry price \
+                     {:e}) x quantity {:e} overflows to infinity; cancel the deal instead",
+                    deal.entry_price, deal.quantity
+                ),
+            });
+        }
         let deal = connection.query_row(
             "UPDATE deals SET status = ?, closed_at = ?, exit_price = ?, realized_pnl = ?
              WHERE id = ? RETURNING *",
@@ -542,13 +551,29 @@ impl Store {
     /// Adds `quantity` at `price` to an active deal. The entry price becomes the
     /// quantity-weighted mean of the old entry price and `price`.
     ///
-    /// Fails with [`BotError::Conflict`] when the deal is closed or cancelled.
+    /// Fails with [`BotError::Conflict`] when the deal is closed or cancelled, and with
+    /// [`Error::InvalidValue`] when the total quantity or cost overflows to infinity.
     pub fn average_deal(&self, id: &str, quantity: f64, price: f64) -> BotResult<Deal> {
         let key = deal_key(id)?;
         let connection = self.lock();
         let deal = active_deal(&connection, id, key, "averaged")?;
         let total_quantity = deal.quantity + quantity;
-        let entry_price = (deal.entry_price * deal.quantity + price * quantity) / total_quantity;
+        let total_cost = deal.entry_price * deal.quantity + price * quantity;
+        let entry_price = total_cost / total_quantity;
+        if !(total_quantity.is_finite() && total_cost.is_finite() && entry_price.is_finite()) {
+            return Err(Error::InvalidValue {
+                field: "quantity",
+                value: quantity.to_string(),
+                expected: format!(
+                    "a quantity whose cost at price {price:e}, added to the cost of deal {id} \
+                     (entry price {:e} x quantity {:e}), is at most {:e}",
+                    deal.entry_price,
+                    deal.quantity,
+                    f64::MAX
+                ),
+            }
+            .into());
+        }
         let deal = connection.query_row(
             "UPDATE deals SET entry_price = ?, quantity = ? WHERE id = ? RETURNING *",
             params![entry_price, total_quantity, key],

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use bst_query::{EquityPoint, Trade, TradeFilter};
+use bst_query::{BacktestStatus, EquityPoint, Trade, TradeFilter};
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
@@ -63,17 +63,45 @@ pub fn schema(table: BacktestTable) -> SchemaRef {
     }
 }
 
-/// Reads a backtest's trades or equity curve from the store and returns it as batches of at
-/// most [`ROWS_PER_BATCH`] rows.
+/// Checks that the backtest exists and is completed, because a queued or running backtest
+/// has no results yet and a failed or cancelled one may have only part of them.
 ///
 /// # Errors
 ///
-/// [`RequestError::NotFound`] for an unknown backtest id, and store errors.
+/// [`RequestError::NotFound`] for an unknown backtest id, [`RequestError::FailedPrecondition`]
+/// naming the status of a backtest that is not completed, and store errors.
+async fn require_completed(state: &AppState, id: i64) -> RequestResult<()> {
+    let backtest = run_store(state, move |store| store.get_backtest(id))
+        .await?
+        .ok_or_else(|| RequestError::NotFound(format!("backtest {id} not found")))?;
+    if backtest.status == BacktestStatus::Completed {
+        return Ok(());
+    }
+    let next_step = match backtest.status {
+        BacktestStatus::Queued | BacktestStatus::Running => {
+            format!("poll GET /api/v1/backtests/{id} until its status is completed")
+        }
+        _ => "only a completed backtest has results; queue a new backtest".to_string(),
+    };
+    Err(RequestError::FailedPrecondition(format!(
+        "backtest {id} is {}, so its trades and equity curve are not available; {next_step}",
+        backtest.status
+    )))
+}
+
+/// Reads a completed backtest's trades or equity curve from the store and returns it as
+/// batches of at most [`ROWS_PER_BATCH`] rows.
+///
+/// # Errors
+///
+/// [`RequestError::NotFound`] for an unknown backtest id, [`RequestError::FailedPrecondition`]
+/// for a backtest that is not completed, and store errors.
 pub async fn read_batches(
     state: &AppState,
     request: BacktestRequest,
 ) -> RequestResult<Vec<RecordBatch>> {
     let id = request.backtest_id;
+    require_completed(state, id).await?;
     match request.table {
         BacktestTable::Trades => {
             let filter = TradeFilter {
@@ -91,13 +119,15 @@ pub async fn read_batches(
     }
 }
 
-/// Returns the number of rows of a backtest result table.
+/// Returns the number of rows of a completed backtest's result table.
 ///
 /// # Errors
 ///
-/// [`RequestError::NotFound`] for an unknown backtest id, and store errors.
+/// [`RequestError::NotFound`] for an unknown backtest id, [`RequestError::FailedPrecondition`]
+/// for a backtest that is not completed, and store errors.
 pub async fn count_rows(state: &AppState, request: BacktestRequest) -> RequestResult<u64> {
     let id = request.backtest_id;
+    require_completed(state, id).await?;
     match request.table {
         BacktestTable::Trades => run_store(state, move |store| store.count_trades(id)).await,
         BacktestTable::Equity => run_store(state, move |store| store.count_equity_points(id)).await,

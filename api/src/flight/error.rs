@@ -3,6 +3,8 @@
 use datafusion::error::DataFusionError;
 use tonic::Status;
 
+use crate::error::bounded_detail;
+
 /// A failed Flight request. User errors carry a message for the client; internal errors are
 /// logged once when converted to a [`Status`], and the client sees no internals.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +15,10 @@ pub enum RequestError {
     /// A dataset, backtest or prepared statement that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A request for something not ready yet, such as the results of a backtest that has
+    /// not completed.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A query that needs more memory than the session's pool allows.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -76,9 +82,16 @@ fn is_user_arrow_error(error: &datafusion::arrow::error::ArrowError) -> bool {
 impl From<RequestError> for Status {
     fn from(error: RequestError) -> Self {
         match error {
-            RequestError::InvalidArgument(message) => Status::invalid_argument(message),
-            RequestError::NotFound(message) => Status::not_found(message),
-            RequestError::ResourceExhausted(message) => Status::resource_exhausted(message),
+            RequestError::InvalidArgument(message) => {
+                Status::invalid_argument(bounded_detail(message))
+            }
+            RequestError::NotFound(message) => Status::not_found(bounded_detail(message)),
+            RequestError::FailedPrecondition(message) => {
+                Status::failed_precondition(bounded_detail(message))
+            }
+            RequestError::ResourceExhausted(message) => {
+                Status::resource_exhausted(bounded_detail(message))
+            }
             RequestError::Internal { context, source } => {
                 tracing::error!(error = %source, context, "flight request failed");
                 Status::internal("internal error; the server log has the cause")

@@ -42,10 +42,11 @@
 //!
 //! # Errors and authentication
 //!
-//! A ticket, descriptor or SQL statement that does not validate gets `invalid_argument`, an
-//! unknown series, backtest or prepared statement `not_found`, and a query beyond the memory
-//! pool `resource_exhausted`. Internal errors are logged and return `internal` without
-//! detail. With API keys configured, see [`auth`].
+//! A ticket, descriptor or SQL statement that does not validate gets `invalid_argument` with
+//! the accepted forms, an unknown series, backtest or prepared statement `not_found`, and a
+//! query beyond the memory pool `resource_exhausted`. A backtest ticket of a backtest that is
+//! not completed gets `failed_precondition` naming its status. Internal errors are logged and
+//! return `internal` without detail. With API keys configured, see [`auth`].
 
 pub mod auth;
 pub mod backtests;

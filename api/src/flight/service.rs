@@ -32,6 +32,76 @@ use crate::AppState;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// The tickets that `DoGet` accepts, listed in the message of a rejected ticket.
+const TICKET_KINDS: &str = "expected a JSON dataset ticket such as {\"dataset\": \"klines\", \
+     \"symbol\": \"BTCUSDT\", \"timeframe\": \"1\"} or {\"dataset\": \"ticks\", \"symbol\": \
+     \"BTCUSDT\"}, a JSON backtest ticket such as {\"backtest_id\": 1, \"table\": \"trades\"}, \
+     or the ticket of an endpoint that GetFlightInfo returned for a Flight SQL command";
+
+/// The descriptors that `GetFlightInfo` accepts, listed in the message of a rejected
+/// descriptor.
+const DESCRIPTOR_KINDS: &str = "expected a PATH descriptor such as [\"klines\", \"linear\", \
+     \"BTCUSDT\", \"1\"] or [\"ticks\", \"linear\", \"BTCUSDT\"], a CMD descriptor with a JSON \
+     ticket such as {\"backtest_id\": 1, \"table\": \"trades\"}, or a CMD descriptor with a Flight \
+     SQL command such as CommandStatementQuery";
+
+/// Decodes a protobuf ticket or command as a Flight SQL command, or `None` when it is not
+/// one.
+fn sql_command(bytes: &[u8]) -> Option<Command> {
+    Any::decode(bytes)
+        .ok()
+        .and_then(|any| Command::try_from(any).ok())
+}
+
+/// Checks that a ticket that is not JSON is a Flight SQL ticket that `DoGet` serves, so that
+/// other bytes get a message in user terms instead of a protobuf decoder's error.
+fn check_sql_ticket(bytes: &[u8]) -> RequestResult<()> {
+    match sql_command(bytes) {
+        Some(
+            Command::TicketStatementQuery(_)
+            | Command::CommandPreparedStatementQuery(_)
+            | Command::CommandGetCatalogs(_)
+            | Command::CommandGetDbSchemas(_)
+            | Command::CommandGetTables(_)
+            | Command::CommandGetTableTypes(_)
+            | Command::CommandGetSqlInfo(_)
+            | Command::CommandGetPrimaryKeys(_)
+            | Command::CommandGetExportedKeys(_)
+            | Command::CommandGetImportedKeys(_)
+            | Command::CommandGetCrossReference(_)
+            | Command::CommandGetXdbcTypeInfo(_),
+        ) => Ok(()),
+        _ => Err(RequestError::InvalidArgument(format!(
+            "invalid ticket: {TICKET_KINDS}"
+        ))),
+    }
+}
+
+/// Checks that a CMD descriptor that is not JSON is a Flight SQL command that
+/// `GetFlightInfo` serves.
+fn check_sql_descriptor(bytes: &[u8]) -> RequestResult<()> {
+    match sql_command(bytes) {
+        Some(
+            Command::CommandStatementQuery(_)
+            | Command::CommandPreparedStatementQuery(_)
+            | Command::CommandStatementSubstraitPlan(_)
+            | Command::CommandGetCatalogs(_)
+            | Command::CommandGetDbSchemas(_)
+            | Command::CommandGetTables(_)
+            | Command::CommandGetTableTypes(_)
+            | Command::CommandGetSqlInfo(_)
+            | Command::CommandGetPrimaryKeys(_)
+            | Command::CommandGetExportedKeys(_)
+            | Command::CommandGetImportedKeys(_)
+            | Command::CommandGetCrossReference(_)
+            | Command::CommandGetXdbcTypeInfo(_),
+        ) => Ok(()),
+        _ => Err(RequestError::InvalidArgument(format!(
+            "invalid descriptor: {DESCRIPTOR_KINDS}"
+        ))),
+    }
+}
+
 /// The Flight service: datasets and backtest results by JSON ticket, and Flight SQL.
 #[derive(Debug, Clone)]
 pub struct BstFlightService {
@@ -103,10 +173,7 @@ impl BstFlightService {
         if tickets::is_json_ticket(&descriptor.cmd) {
             return self.json_schema(&descriptor.cmd).await;
         }
-        let command = Any::decode(descriptor.cmd.as_ref())
-            .ok()
-            .and_then(|any| Command::try_from(any).ok());
-        match command {
+        match sql_command(&descriptor.cmd) {
             Some(Command::CommandStatementQuery(CommandStatementQuery { query, .. })) => {
                 let frame = self.sql.plan(&query).await?;
                 Ok(std::sync::Arc::new(frame.schema().as_arrow().clone()))
@@ -206,6 +273,7 @@ impl FlightService for BstFlightService {
                 .with_ordered(true);
             return Ok(Response::new(info));
         }
+        check_sql_descriptor(&descriptor.cmd)?;
         FlightService::get_flight_info(&self.sql, request).await
     }
 
@@ -234,6 +302,7 @@ impl FlightService for BstFlightService {
         if tickets::is_json_ticket(ticket) {
             return Ok(Response::new(self.json_do_get(ticket).await?));
         }
+        check_sql_ticket(ticket)?;
         FlightService::do_get(&self.sql, request).await
     }
 

@@ -15,6 +15,16 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{RequestError, RequestResult};
+use crate::error::{echoed, shorten_quoted};
+
+/// The form of a backtest ticket, for the messages of tickets that do not validate.
+const BACKTEST_TICKET_FORM: &str =
+    "{\"backtest_id\": INTEGER, \"table\": \"trades\" or \"equity\"}";
+
+/// The form of a dataset ticket, for the messages of tickets that do not validate.
+const DATASET_TICKET_FORM: &str = "{\"dataset\": \"klines\" or \"ticks\", \"symbol\": \
+     \"BTCUSDT\", and optionally \"category\", \"timeframe\" (klines only), \"start\", \"end\" \
+     and \"columns\"}";
 
 /// Columns a klines ticket returns when it names none: the columns of the kline files.
 pub const KLINE_COLUMNS: [&str; 7] = [
@@ -100,8 +110,9 @@ impl DatasetSeries {
                 symbol: parse_symbol(symbol)?,
             }),
             _ => Err(RequestError::InvalidArgument(format!(
-                "invalid descriptor path {path:?}: expected [\"klines\", CATEGORY, SYMBOL, \
-                 TIMEFRAME] or [\"ticks\", CATEGORY, SYMBOL]"
+                "invalid descriptor path {}: expected [\"klines\", CATEGORY, SYMBOL, \
+                 TIMEFRAME] or [\"ticks\", CATEGORY, SYMBOL]",
+                echoed(&format!("{path:?}"))
             ))),
         }
     }
@@ -182,8 +193,10 @@ struct DatasetTicketJson {
     category: Option<String>,
     symbol: String,
     timeframe: Option<String>,
-    start: Option<TimeBound>,
-    end: Option<TimeBound>,
+    /// Epoch milliseconds or an ISO 8601 string, checked by [`parse_bound`].
+    start: Option<Value>,
+    /// Epoch milliseconds or an ISO 8601 string, checked by [`parse_bound`].
+    end: Option<Value>,
     columns: Option<Vec<String>>,
 }
 
@@ -192,14 +205,6 @@ struct DatasetTicketJson {
 struct BacktestTicketJson {
     backtest_id: i64,
     table: String,
-}
-
-/// A range bound: epoch milliseconds or an ISO 8601 string.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum TimeBound {
-    Millis(i64),
-    Text(String),
 }
 
 /// Returns true when `bytes` look like a JSON ticket (an object) rather than a Flight SQL
@@ -217,26 +222,53 @@ pub fn is_json_ticket(bytes: &[u8]) -> bool {
 ///
 /// [`RequestError::InvalidArgument`] naming the field that does not validate.
 pub fn parse_ticket(bytes: &[u8]) -> RequestResult<JsonTicket> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|error| invalid(format!("invalid ticket: not a JSON object ({error})")))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
+        invalid(format!(
+            "invalid ticket: malformed JSON at line {} column {}; expected a dataset ticket \
+             {DATASET_TICKET_FORM} or a backtest ticket {BACKTEST_TICKET_FORM}",
+            error.line(),
+            error.column()
+        ))
+    })?;
     let Some(object) = value.as_object() else {
-        return Err(invalid(
-            "invalid ticket: expected a JSON object".to_string(),
-        ));
+        return Err(invalid(format!(
+            "invalid ticket: expected a JSON object, a dataset ticket {DATASET_TICKET_FORM} or \
+             a backtest ticket {BACKTEST_TICKET_FORM}"
+        )));
     };
     if object.contains_key("backtest_id") {
-        let ticket: BacktestTicketJson = serde_json::from_value(value)
-            .map_err(|error| invalid(format!("invalid backtest ticket: {error}")))?;
+        let ticket: BacktestTicketJson = serde_json::from_value(value).map_err(|error| {
+            invalid(format!(
+                "invalid backtest ticket: {}; expected {BACKTEST_TICKET_FORM}",
+                serde_message(&error)
+            ))
+        })?;
         return backtest_request(ticket).map(JsonTicket::Backtest);
     }
     if object.contains_key("dataset") {
-        let ticket: DatasetTicketJson = serde_json::from_value(value)
-            .map_err(|error| invalid(format!("invalid dataset ticket: {error}")))?;
+        let ticket: DatasetTicketJson = serde_json::from_value(value).map_err(|error| {
+            invalid(format!(
+                "invalid dataset ticket: {}; expected {DATASET_TICKET_FORM}",
+                serde_message(&error)
+            ))
+        })?;
         return dataset_request(ticket).map(JsonTicket::Dataset);
     }
-    Err(invalid(
-        "invalid ticket: expected a \"dataset\" or a \"backtest_id\" field".to_string(),
-    ))
+    Err(invalid(format!(
+        "invalid ticket: expected a \"dataset\" or a \"backtest_id\" field, as in a dataset \
+         ticket {DATASET_TICKET_FORM} or a backtest ticket {BACKTEST_TICKET_FORM}"
+    )))
+}
+
+/// Rewrites a serde message about a ticket field in the terms of JSON. Rust's `i64` becomes
+/// "an integer", a string and a sequence become a JSON string and a JSON array, and long
+/// quoted values are shortened.
+fn serde_message(error: &serde_json::Error) -> String {
+    let message = shorten_quoted(&error.to_string());
+    message
+        .replace("expected i64", "expected an integer")
+        .replace("expected a string", "expected a JSON string")
+        .replace("expected a sequence", "expected a JSON array")
 }
 
 fn invalid(message: String) -> RequestError {
@@ -249,7 +281,8 @@ fn backtest_request(ticket: BacktestTicketJson) -> RequestResult<BacktestRequest
         "equity" => BacktestTable::Equity,
         other => {
             return Err(invalid(format!(
-                "invalid table {other:?} in backtest ticket: expected \"trades\" or \"equity\""
+                "invalid table {} in backtest ticket: expected \"trades\" or \"equity\"",
+                echoed(other)
             )));
         }
     };
@@ -287,7 +320,8 @@ fn dataset_request(ticket: DatasetTicketJson) -> RequestResult<DatasetRequest> {
         }
         other => {
             return Err(invalid(format!(
-                "invalid dataset {other:?}: expected \"klines\" or \"ticks\""
+                "invalid dataset {}: expected \"klines\" or \"ticks\"",
+                echoed(other)
             )));
         }
     };
@@ -312,7 +346,8 @@ fn dataset_request(ticket: DatasetTicketJson) -> RequestResult<DatasetRequest> {
         let is_partition = partition_columns(&series).contains(&column.as_str());
         if !known.contains(&column.as_str()) && !is_partition {
             return Err(invalid(format!(
-                "invalid column {column:?}: {} has the columns {}",
+                "invalid column {}: {} has the columns {}",
+                echoed(column),
                 series.table(),
                 known
                     .iter()
@@ -340,31 +375,52 @@ fn partition_columns(series: &DatasetSeries) -> &'static [&'static str] {
 
 fn parse_category(text: &str) -> RequestResult<Category> {
     text.parse()
-        .map_err(|error: bst_ingest::Error| invalid(format!("invalid category: {error}")))
+        .map_err(|error| ingest_invalid("category", &error))
 }
 
 fn parse_symbol(text: &str) -> RequestResult<String> {
-    layout::validate_symbol(text).map_err(|error| invalid(format!("invalid symbol: {error}")))?;
+    layout::validate_symbol(text).map_err(|error| ingest_invalid("symbol", &error))?;
     Ok(text.to_string())
 }
 
 fn parse_timeframe(text: &str) -> RequestResult<Timeframe> {
     text.parse()
-        .map_err(|error: bst_ingest::Error| invalid(format!("invalid timeframe: {error}")))
+        .map_err(|error| ingest_invalid("timeframe", &error))
 }
 
-fn parse_bound(field: &str, bound: TimeBound) -> RequestResult<i64> {
-    match bound {
-        TimeBound::Millis(ms) => Ok(ms),
-        TimeBound::Text(text) => bst_engine::time::parse_utc(&text)
-            .map(|datetime| datetime.timestamp_millis())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "invalid {field} {text:?}: expected epoch milliseconds or {}",
-                    bst_engine::time::DATETIME_FORMS
-                ))
-            }),
+/// Converts a value that the ingest crate rejected into an invalid argument, with the value
+/// shortened by [`echoed`].
+fn ingest_invalid(field: &str, error: &bst_ingest::Error) -> RequestError {
+    match error {
+        bst_ingest::Error::InvalidValue {
+            value, expected, ..
+        } => invalid(format!(
+            "invalid {field} {}: expected {expected}",
+            echoed(value)
+        )),
+        other => invalid(format!("invalid {field}: {other}")),
     }
+}
+
+/// Parses a range bound: epoch milliseconds (an integer) or an ISO 8601 string.
+fn parse_bound(field: &str, bound: Value) -> RequestResult<i64> {
+    let parsed = match &bound {
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => {
+            bst_engine::time::parse_utc(text).map(|datetime| datetime.timestamp_millis())
+        }
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        let quoted_value = match &bound {
+            Value::String(text) => echoed(text),
+            other => echoed(&other.to_string()),
+        };
+        invalid(format!(
+            "invalid {field} {quoted_value}: expected epoch milliseconds as an integer or {}",
+            bst_engine::time::DATETIME_FORMS
+        ))
+    })
 }
 
 /// Builds the DataFrame of a dataset ticket, sorted by time. Partition filters prune every

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{DEFAULT_LIMIT, MAX_LIMIT, page_bounds};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, echoed};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
@@ -371,12 +371,15 @@ pub(crate) async fn create_deal(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateDeal>,
 ) -> ApiResult<(StatusCode, Json<ActiveDeal>)> {
-    validate_symbol(&body.symbol).map_err(|error| ApiError::unprocessable(error.to_string()))?;
+    validate_symbol(&body.symbol).map_err(|error| ApiError::invalid_input(&error))?;
+    let entry_price = checked_positive("entry_price", body.entry_price)?;
+    let quantity = checked_positive("quantity", body.quantity)?;
+    checked_cost(("entry_price", entry_price), ("quantity", quantity))?;
     let new = NewDeal {
         bot_id: body.bot_id,
         symbol: body.symbol,
-        entry_price: checked_positive("entry_price", body.entry_price)?,
-        quantity: checked_positive("quantity", body.quantity)?,
+        entry_price,
+        quantity,
     };
     let deal = with_bots(&state, move |store| store.create_deal(&new)).await?;
     let price = latest_close(&state, &deal.symbol).await?;
@@ -545,6 +548,7 @@ pub(crate) async fn average_deal(
 ) -> ApiResult<Json<DealActionResult>> {
     let quantity = checked_positive("quantity", body.quantity)?;
     let price = checked_positive("price", body.price)?;
+    checked_cost(("price", price), ("quantity", quantity))?;
     let deal = with_bots(&state, move |store| {
         store.average_deal(&id, quantity, price)
     })
@@ -648,7 +652,8 @@ fn checked_name(field: &str, text: &str) -> ApiResult<String> {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::unprocessable(format!(
-            "invalid {field} {text:?}: expected 1 to {MAX_NAME_CHARS} characters"
+            "invalid {field} {}: expected 1 to {MAX_NAME_CHARS} characters",
+            echoed(text)
         )));
     }
     Ok(trimmed.to_string())
@@ -664,7 +669,7 @@ fn checked_symbols(symbols: Vec<String>) -> ApiResult<Vec<String>> {
         )));
     }
     for (index, symbol) in symbols.iter().enumerate() {
-        validate_symbol(symbol).map_err(|error| ApiError::unprocessable(error.to_string()))?;
+        validate_symbol(symbol).map_err(|error| ApiError::invalid_input(&error))?;
         if symbols[..index].contains(symbol) {
             return Err(ApiError::unprocessable(format!(
                 "invalid symbols: {symbol} is listed twice; list each symbol once"
@@ -680,7 +685,36 @@ fn checked_positive(field: &str, value: f64) -> ApiResult<f64> {
         Ok(value)
     } else {
         Err(ApiError::unprocessable(format!(
-            "invalid {field} {value}: expected a positive number"
+            "invalid {field} {}: expected a positive number",
+            format_number(value)
         )))
+    }
+}
+
+/// Checks that a price times a quantity is finite, because a deal whose cost overflows to
+/// infinity would show a null entry price and pnl.
+fn checked_cost(price: (&str, f64), quantity: (&str, f64)) -> ApiResult<()> {
+    let (price_field, price) = price;
+    let (quantity_field, quantity) = quantity;
+    if (price * quantity).is_finite() {
+        return Ok(());
+    }
+    Err(ApiError::unprocessable(format!(
+        "invalid {quantity_field} {} at {price_field} {}: {price_field} x {quantity_field} \
+         overflows to infinity; expected a product of at most {:e}",
+        format_number(quantity),
+        format_number(price),
+        f64::MAX
+    )))
+}
+
+/// Formats a number in scientific notation when plain digits would be longer than about 16
+/// characters, so that 1e308 does not print as 309 digits.
+fn format_number(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-6..1e15).contains(&magnitude) {
+        format!("{value:e}")
+    } else {
+        value.to_string()
     }
 }

@@ -7,13 +7,13 @@ use axum::http::StatusCode;
 use bst_query::{
     Backtest, BacktestOutcome, BacktestStatus, ClaimOutcome, EquityPoint, ExtendedMetrics, NewTrade,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{iso, merged_config, parse_datetime, position_of_side};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, echoed};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 
@@ -23,10 +23,17 @@ use crate::state::AppState;
 pub(crate) struct ClaimRequest {
     /// The worker's current time, ISO 8601 (UTC when it has no offset). It becomes the
     /// backtest's `started_at`, and a running backtest whose `started_at` is at least the
-    /// server's claim stale time before it may be claimed again. Default: the server's clock.
+    /// server's claim stale time before it may be claimed again. It may be at most 1 day
+    /// after the server's clock, and any time before it. Default: the server's clock.
     #[serde(default)]
     now: Option<String>,
 }
+
+/// Maximum amount by which a claim's `now` may be ahead of the server's clock. A `now` far
+/// in the future would become a `started_at` that no later claim treats as stale, so the
+/// backtest could never be claimed again. An earlier `now` is accepted, because it only
+/// makes the claim stale sooner.
+pub(crate) const MAX_CLAIM_CLOCK_AHEAD: TimeDelta = TimeDelta::days(1);
 
 /// Result of a claim, as the `status` of [`ClaimResponse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -85,9 +92,10 @@ pub(crate) async fn claim(
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ClaimRequest>,
 ) -> ApiResult<(StatusCode, Json<ClaimResponse>)> {
+    let server_now = Utc::now();
     let now = match &body.now {
-        Some(text) => parse_datetime("now", text)?,
-        None => Utc::now(),
+        Some(text) => claim_time(text, server_now)?,
+        None => server_now,
     };
     let outcome = state
         .with_store(move |store| store.claim_backtest_for_worker(id, now))
@@ -138,6 +146,24 @@ pub(crate) async fn claim(
     Ok((status, Json(response)))
 }
 
+/// Parses a claim's `now` and checks that it is at most [`MAX_CLAIM_CLOCK_AHEAD`] after
+/// `server_now`.
+fn claim_time(text: &str, server_now: DateTime<Utc>) -> ApiResult<DateTime<Utc>> {
+    let now = parse_datetime("now", text)?;
+    let latest = server_now + MAX_CLAIM_CLOCK_AHEAD;
+    if now > latest {
+        return Err(ApiError::unprocessable(format!(
+            "invalid now {}: it is more than {} hours after the server's clock {}; send the \
+             worker's current time, at most {}",
+            echoed(text),
+            MAX_CLAIM_CLOCK_AHEAD.num_hours(),
+            iso(server_now),
+            iso(latest)
+        )));
+    }
+    Ok(now)
+}
+
 fn answer(status: ClaimStatus, backtest: Backtest, message: Option<String>) -> ClaimResponse {
     ClaimResponse {
         status,
@@ -154,7 +180,7 @@ fn answer(status: ClaimStatus, backtest: Backtest, message: Option<String>) -> C
 pub(crate) struct BacktestResults {
     /// Equity at the end of the range, in quote currency, at least 0.
     final_capital: f64,
-    /// Return over the range, in percent (12.5 means 12.5 %).
+    /// Return over the range, in percent (12.5 means 12.5 %), at least -100.
     total_return: f64,
     /// Closed trades, as a count that equals the length of `trades` when `trades` is given.
     total_trades: u64,
@@ -168,7 +194,7 @@ pub(crate) struct BacktestResults {
     /// Annualized Sharpe ratio of per-bar returns, unitless.
     #[serde(default)]
     sharpe_ratio: Option<f64>,
-    /// Largest peak-to-trough fall of the equity curve, in percent, at least 0.
+    /// Largest peak-to-trough fall of the equity curve, in percent from 0 to 100.
     #[serde(default)]
     max_drawdown: Option<f64>,
     /// Bars the worker read, as a count.
@@ -204,7 +230,8 @@ pub(crate) struct BacktestResults {
     /// Bars whose close found a position open, in percent of all bars.
     #[serde(default)]
     exposure_pct: Option<f64>,
-    /// Return of buying at the first open and selling at the last close, in percent.
+    /// Return of buying at the first open and selling at the last close, in percent, at
+    /// least -100.
     #[serde(default)]
     buy_and_hold_return: Option<f64>,
     /// Commission of every fill, in quote currency.
@@ -280,9 +307,9 @@ pub(crate) struct ResultTrade {
 pub(crate) struct ResultEquityPoint {
     /// Open time of the bar, ISO 8601 (UTC when it has no offset).
     open_time: String,
-    /// Equity at the bar's close, in quote currency.
+    /// Equity at the bar's close, in quote currency, at least 0.
     equity: f64,
-    /// Fall below the highest equity so far, in percent, at least 0.
+    /// Fall below the highest equity so far, in percent from 0 to 100.
     drawdown: f64,
 }
 
@@ -386,7 +413,8 @@ fn outcome_of(
     check_metrics(&body)?;
     if !params.is_object() {
         return Err(ApiError::unprocessable(format!(
-            "invalid params {params}: expected a JSON object"
+            "invalid params {}: expected a JSON object",
+            echoed(&params.to_string())
         )));
     }
     let engine_version = body
@@ -395,8 +423,8 @@ fn outcome_of(
     if engine_version.trim().is_empty() || engine_version.chars().count() > MAX_ENGINE_VERSION_CHARS
     {
         return Err(ApiError::unprocessable(format!(
-            "invalid engine_version {engine_version:?}: expected 1 to \
-             {MAX_ENGINE_VERSION_CHARS} characters"
+            "invalid engine_version {}: expected 1 to {MAX_ENGINE_VERSION_CHARS} characters",
+            echoed(&engine_version)
         )));
     }
     let data_start = optional_datetime("data_start", body.data_start.as_deref())?;
@@ -479,15 +507,65 @@ fn outcome_of(
     Ok((outcome, trades, equity))
 }
 
-/// Rejects metrics outside their ranges. JSON has no NaN or infinity, so every number is
-/// finite.
-fn check_metrics(body: &BacktestResults) -> ApiResult<()> {
-    if body.final_capital < 0.0 {
-        return Err(ApiError::unprocessable(format!(
-            "invalid final_capital {}: expected a number >= 0",
-            body.final_capital
-        )));
+/// Accepted values of a number in a results body: `min` to `max`, both included, in `unit`.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    min: f64,
+    max: f64,
+    unit: &'static str,
+}
+
+/// Any finite number.
+const FINITE: Bounds = Bounds {
+    min: f64::MIN,
+    max: f64::MAX,
+    unit: "",
+};
+
+/// An amount of quote currency or a ratio that cannot be negative.
+const NON_NEGATIVE: Bounds = Bounds {
+    min: 0.0,
+    max: f64::MAX,
+    unit: "",
+};
+
+/// A share of a whole, such as a win rate or a drawdown.
+const PERCENT: Bounds = Bounds {
+    min: 0.0,
+    max: 100.0,
+    unit: " percent",
+};
+
+/// A return: losing everything is -100 %, and there is no upper bound.
+const RETURN_PERCENT: Bounds = Bounds {
+    min: -100.0,
+    max: f64::MAX,
+    unit: " percent",
+};
+
+/// Checks that `value` is finite and within `bounds`, with a 422 naming `field`, the value
+/// and the bounds otherwise.
+fn check_number(field: &str, value: f64, bounds: Bounds) -> ApiResult<()> {
+    if value.is_finite() && (bounds.min..=bounds.max).contains(&value) {
+        return Ok(());
     }
+    let unit = bounds.unit;
+    let expected = match (bounds.min > f64::MIN, bounds.max < f64::MAX) {
+        (true, true) => format!("a number from {} to {}{unit}", bounds.min, bounds.max),
+        (true, false) => format!("a finite number >= {}{unit}", bounds.min),
+        (false, true) => format!("a finite number <= {}{unit}", bounds.max),
+        (false, false) => format!("a finite number{unit}"),
+    };
+    Err(ApiError::unprocessable(format!(
+        "invalid {field} {value}: expected {expected}"
+    )))
+}
+
+/// Rejects metrics that are not finite or lie outside their ranges. serde_json already
+/// rejects a number that overflows f64, such as 1e400, before this check runs.
+fn check_metrics(body: &BacktestResults) -> ApiResult<()> {
+    check_number("final_capital", body.final_capital, NON_NEGATIVE)?;
+    check_number("total_return", body.total_return, RETURN_PERCENT)?;
     if body.winning_trades.saturating_add(body.losing_trades) > body.total_trades {
         return Err(ApiError::unprocessable(format!(
             "invalid winning_trades {} and losing_trades {}: together they exceed total_trades \
@@ -495,30 +573,32 @@ fn check_metrics(body: &BacktestResults) -> ApiResult<()> {
             body.winning_trades, body.losing_trades, body.total_trades
         )));
     }
-    let percents = [
-        ("win_rate", body.win_rate),
-        ("exposure_pct", body.exposure_pct),
+    // NOTE: with leverage the engine's own equity curve can fall below zero, and then its
+    // drawdown exceeds 100 %. This route accepts only curves that stay at or above zero, as
+    // the check of final_capital already requires.
+    let optional = [
+        ("win_rate", body.win_rate, PERCENT),
+        ("exposure_pct", body.exposure_pct, PERCENT),
+        ("max_drawdown", body.max_drawdown, PERCENT),
+        ("total_commission", body.total_commission, NON_NEGATIVE),
+        (
+            "buy_and_hold_return",
+            body.buy_and_hold_return,
+            RETURN_PERCENT,
+        ),
+        ("sharpe_ratio", body.sharpe_ratio, FINITE),
+        ("sortino_ratio", body.sortino_ratio, FINITE),
+        ("calmar_ratio", body.calmar_ratio, FINITE),
+        ("profit_factor", body.profit_factor, NON_NEGATIVE),
+        ("expectancy", body.expectancy, FINITE),
+        ("avg_trade_pct", body.avg_trade_pct, FINITE),
+        ("largest_win", body.largest_win, FINITE),
+        ("largest_loss", body.largest_loss, FINITE),
+        ("total_funding", body.total_funding, FINITE),
     ];
-    for (field, value) in percents {
-        if let Some(value) = value
-            && !(0.0..=100.0).contains(&value)
-        {
-            return Err(ApiError::unprocessable(format!(
-                "invalid {field} {value}: expected a percent from 0 to 100"
-            )));
-        }
-    }
-    let non_negative = [
-        ("max_drawdown", body.max_drawdown),
-        ("total_commission", body.total_commission),
-    ];
-    for (field, value) in non_negative {
-        if let Some(value) = value
-            && value < 0.0
-        {
-            return Err(ApiError::unprocessable(format!(
-                "invalid {field} {value}: expected a number >= 0"
-            )));
+    for (field, value, bounds) in optional {
+        if let Some(value) = value {
+            check_number(field, value, bounds)?;
         }
     }
     let counts = [
@@ -541,6 +621,18 @@ fn check_metrics(body: &BacktestResults) -> ApiResult<()> {
                 "invalid {field} {value}: expected a count >= 0"
             )));
         }
+    }
+    for (index, point) in body.equity.iter().enumerate() {
+        check_number(
+            &format!("equity[{index}].equity"),
+            point.equity,
+            NON_NEGATIVE,
+        )?;
+        check_number(
+            &format!("equity[{index}].drawdown"),
+            point.drawdown,
+            PERCENT,
+        )?;
     }
     Ok(())
 }
@@ -574,9 +666,9 @@ fn trade_of(index: usize, trade: ResultTrade) -> ApiResult<NewTrade> {
     }
     let side = position_of_side(&trade.side).map_err(|_| {
         ApiError::unprocessable(format!(
-            "invalid {} {:?}: expected long, short, LONG, SHORT, buy or sell",
+            "invalid {} {}: expected long, short, LONG, SHORT, buy or sell",
             field("side"),
-            trade.side
+            echoed(&trade.side)
         ))
     })?;
     let positive = [
@@ -585,25 +677,23 @@ fn trade_of(index: usize, trade: ResultTrade) -> ApiResult<NewTrade> {
         ("quantity", trade.quantity),
     ];
     for (name, value) in positive {
-        if value <= 0.0 {
+        if !(value.is_finite() && value > 0.0) {
             return Err(ApiError::unprocessable(format!(
-                "invalid {} {value}: expected a number > 0",
+                "invalid {} {value}: expected a finite number > 0",
                 field(name)
             )));
         }
     }
-    if trade.commission < 0.0 {
-        return Err(ApiError::unprocessable(format!(
-            "invalid {} {}: expected a number >= 0",
-            field("commission"),
-            trade.commission
-        )));
-    }
+    check_number(&field("commission"), trade.commission, NON_NEGATIVE)?;
+    check_number(&field("pnl"), trade.pnl, FINITE)?;
+    check_number(&field("pnl_pct"), trade.pnl_pct, FINITE)?;
+    check_number(&field("funding"), trade.funding, FINITE)?;
     let exit_reason = trade.exit_reason.unwrap_or_else(|| "signal".to_string());
     if !EXIT_REASONS.contains(&exit_reason.as_str()) {
         return Err(ApiError::unprocessable(format!(
-            "invalid {} {exit_reason:?}: expected one of {}",
+            "invalid {} {}: expected one of {}",
             field("exit_reason"),
+            echoed(&exit_reason),
             EXIT_REASONS.join(", ")
         )));
     }
