@@ -254,7 +254,7 @@ impl Store {
     pub fn create_bot(&self, new: &NewBot) -> BotResult<Bot> {
         let symbols = serde_json::Value::from(new.symbols.clone()).to_string();
         let now = timestamp(Utc::now());
-        let connection = self.lock();
+        let connection = self.lock_bots();
         let bot = connection.query_row(
             "INSERT INTO bots (name, strategy, symbols, capital_allocated, status, created_at,
                 updated_at)
@@ -280,13 +280,13 @@ impl Store {
     /// Fails with [`BotError::NotFound`] when there is none.
     pub fn get_bot(&self, id: &str) -> BotResult<Bot> {
         let key = bot_key(id)?;
-        let connection = self.lock();
+        let connection = self.lock_bots();
         find_bot(&connection, key)?.ok_or_else(|| bot_not_found(id))
     }
 
     /// Returns one page of bots ordered by id and the number of bots.
     pub fn list_bots(&self, limit: u64, offset: u64) -> BotResult<Page<Bot>> {
-        let connection = self.lock();
+        let connection = self.lock_bots();
         let total = connection.query_row("SELECT count(*) FROM bots", [], |row| row.get(0))?;
         let mut statement =
             connection.prepare("SELECT * FROM bots ORDER BY id LIMIT ? OFFSET ?")?;
@@ -328,7 +328,7 @@ impl Store {
         action: &str,
     ) -> BotResult<Bot> {
         let key = bot_key(id)?;
-        let connection = self.lock();
+        let connection = self.lock_bots();
         let bot = find_bot(&connection, key)?.ok_or_else(|| bot_not_found(id))?;
         if !allowed.contains(&bot.status) {
             return Err(BotError::Conflict {
@@ -354,7 +354,7 @@ impl Store {
     /// active deals. Its closed and cancelled deals stay stored.
     pub fn delete_bot(&self, id: &str) -> BotResult<()> {
         let key = bot_key(id)?;
-        let connection = self.lock();
+        let connection = self.lock_bots();
         let bot = find_bot(&connection, key)?.ok_or_else(|| bot_not_found(id))?;
         if !matches!(bot.status, BotStatus::Stopped | BotStatus::Error) {
             return Err(BotError::Conflict {
@@ -385,7 +385,7 @@ impl Store {
     /// Moves every `awaiting_start` bot to `running` and every `awaiting_stop` bot to
     /// `stopped`, and returns the changes.
     pub fn advance_bots(&self) -> BotResult<Vec<BotTransition>> {
-        let connection = self.lock();
+        let connection = self.lock_bots();
         // The status names are literals of this file, so no request text reaches the SQL.
         let mut statement = connection.prepare(
             "UPDATE bots
@@ -419,7 +419,7 @@ impl Store {
     /// when the symbol is not one of the bot's symbols.
     pub fn create_deal(&self, new: &NewDeal) -> BotResult<Deal> {
         let bot_key = bot_key(&new.bot_id)?;
-        let connection = self.lock();
+        let connection = self.lock_bots();
         let bot = find_bot(&connection, bot_key)?.ok_or_else(|| bot_not_found(&new.bot_id))?;
         if !bot.symbols.contains(&new.symbol) {
             return Err(Error::InvalidValue {
@@ -456,7 +456,7 @@ impl Store {
     /// Fails with [`BotError::NotFound`] when there is none.
     pub fn get_deal(&self, id: &str) -> BotResult<Deal> {
         let key = deal_key(id)?;
-        let connection = self.lock();
+        let connection = self.lock_bots();
         find_deal(&connection, key)?.ok_or_else(|| deal_not_found(id))
     }
 
@@ -470,7 +470,7 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> BotResult<Page<Deal>> {
-        let connection = self.lock();
+        let connection = self.lock_bots();
         let bot_key = match bot_id {
             Some(id) => {
                 let key = bot_key(id)?;
@@ -510,7 +510,7 @@ impl Store {
     /// Fails with [`BotError::Conflict`] when the deal is closed or cancelled.
     pub fn close_deal(&self, id: &str, price: f64) -> BotResult<Deal> {
         let key = deal_key(id)?;
-        let connection = self.lock();
+        let connection = self.lock_bots();
         let deal = active_deal(&connection, id, key, "closed")?;
         let pnl = (price - deal.entry_price) * deal.quantity;
         if !pnl.is_finite() {
@@ -537,7 +537,7 @@ impl Store {
     /// Fails with [`BotError::Conflict`] when the deal is closed or cancelled.
     pub fn cancel_deal(&self, id: &str) -> BotResult<Deal> {
         let key = deal_key(id)?;
-        let connection = self.lock();
+        let connection = self.lock_bots();
         active_deal(&connection, id, key, "cancelled")?;
         let deal = connection.query_row(
             "UPDATE deals SET status = ?, closed_at = ? WHERE id = ? RETURNING *",
@@ -555,7 +555,7 @@ impl Store {
     /// [`Error::InvalidValue`] when the total quantity or cost overflows to infinity.
     pub fn average_deal(&self, id: &str, quantity: f64, price: f64) -> BotResult<Deal> {
         let key = deal_key(id)?;
-        let connection = self.lock();
+        let connection = self.lock_bots();
         let deal = active_deal(&connection, id, key, "averaged")?;
         let total_quantity = deal.quantity + quantity;
         let total_cost = deal.entry_price * deal.quantity + price * quantity;

@@ -30,6 +30,9 @@ const READ_CONNECTIONS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
+    /// Write connection of the `bots` and `deals` tables, which no other table's transaction
+    /// touches, so the bot supervisor never waits behind a long backtest write.
+    bots_connection: Arc<Mutex<Connection>>,
     readers: Arc<[Mutex<Connection>]>,
     /// Index of the read connection that the next read tries first.
     next_reader: Arc<AtomicUsize>,
@@ -70,8 +73,10 @@ impl Store {
         let readers = (0..READ_CONNECTIONS)
             .map(|_| connection.try_clone().map(Mutex::new))
             .collect::<duckdb::Result<Vec<_>>>()?;
+        let bots_connection = Arc::new(Mutex::new(connection.try_clone()?));
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
+            bots_connection,
             readers: readers.into(),
             next_reader: Arc::new(AtomicUsize::new(0)),
             backtest_cache: Arc::new(BacktestCache::default()),
@@ -104,7 +109,7 @@ impl Store {
     }
 
     /// Locks the write connection. Methods that write the `backtests` table call
-    /// [`Store::lock_backtests`] instead.
+    /// [`Store::lock_backtests`] instead, and those of bots and deals [`Store::lock_bots`].
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A thread that panicked while it held the lock left no transaction open, because
         // dropping a `duckdb::Transaction` rolls it back, so the connection is still usable.
@@ -120,6 +125,13 @@ impl Store {
             connection: self.lock(),
             cache: &self.backtest_cache,
         }
+    }
+
+    /// Locks the write connection of the `bots` and `deals` tables.
+    pub(crate) fn lock_bots(&self) -> MutexGuard<'_, Connection> {
+        self.bots_connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Locks an idle read connection, or waits for one when all are busy. Only queries that

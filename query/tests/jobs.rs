@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use bst_query::{
     Backtest, BacktestFilter, BacktestOutcome, BacktestStatus, ClaimOutcome,
@@ -548,7 +548,7 @@ fn cached_read_sees_every_returned_write() {
     let updates: u64 = std::env::var("BST_CACHE_RACE_UPDATES")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(30);
     let (_dir, store, _, id) = store_with_backtest();
     // The capital that the last returned update wrote; reads must never see less.
     let returned = Arc::new(AtomicU64::new(10_000));
@@ -600,4 +600,55 @@ fn cached_read_sees_every_returned_write() {
     assert!(reads > 0, "the readers made no read");
     let last = store.get_backtest(id).unwrap().unwrap().initial_capital;
     assert_eq!(last, (10_000 + updates) as f64);
+}
+
+#[test]
+fn bot_writes_run_beside_long_backtest_write() {
+    let trade_count: usize = std::env::var("BST_LONG_WRITE_TRADES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(2_000);
+    let (_dir, store, _, id) = store_with_backtest();
+    store.claim_backtest_for_worker(id, at(10)).unwrap();
+    let mut long_outcome = outcome();
+    long_outcome.total_trades = trade_count as i64;
+    long_outcome.winning_trades = trade_count as i64;
+    let trades: Vec<NewTrade> = (0..trade_count)
+        .map(|index| {
+            let mut trade = trade();
+            trade.entry_time = at(index as i64 * 10);
+            trade.exit_time = at(index as i64 * 10 + 5);
+            trade
+        })
+        .collect();
+
+    let started = Arc::new(Barrier::new(2));
+    let writer = {
+        let (store, started) = (store.clone(), Arc::clone(&started));
+        thread::spawn(move || {
+            started.wait();
+            let begin = Instant::now();
+            store
+                .complete_backtest(id, &long_outcome, &trades, &equity(), at(20))
+                .unwrap();
+            begin.elapsed()
+        })
+    };
+    started.wait();
+    thread::sleep(StdDuration::from_millis(100));
+    let begin = Instant::now();
+    store.advance_bots().unwrap();
+    let bot_write = begin.elapsed();
+    let backtest_write = writer.join().unwrap();
+
+    assert!(
+        backtest_write > StdDuration::from_millis(400),
+        "the write of {trade_count} trades took only {backtest_write:?}, too short to show \
+         anything; raise BST_LONG_WRITE_TRADES"
+    );
+    assert!(
+        bot_write * 4 < backtest_write,
+        "advance_bots took {bot_write:?} beside a backtest write of {backtest_write:?}, so it \
+         waited for that write"
+    );
 }
