@@ -16,7 +16,8 @@
 # Optional: BST_BENCH_BACKTESTS (10000), BST_BENCH_CONNECTIONS (64), BST_BENCH_SECONDS (10),
 # BST_BENCH_WRITES (updates per second beside the second pair of runs, 50),
 # BST_BENCH_THREADS (wrk threads, 2), BST_RELEASE_TARGET_DIR (~/.cache/bst-release),
-# BST_BIN (a bst binary to use instead of the release build).
+# BST_BIN (a bst binary to use instead of the release build), BST_HELLO_BIN (a hello_axum
+# binary to use instead of the release build); with both set, nothing is built.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,10 +27,13 @@ if ! command -v wrk >/dev/null; then
     exit 1
 fi
 target_dir=${BST_RELEASE_TARGET_DIR:-$HOME/.cache/bst-release}
-# Building the whole workspace keeps one feature set, so the release dependencies build once.
-CARGO_TARGET_DIR="$target_dir" cargo build --release --quiet --workspace --bins --examples
+if [ -z "${BST_BIN:-}" ] || [ -z "${BST_HELLO_BIN:-}" ]; then
+    # Building the whole workspace keeps one feature set, so the release dependencies build
+    # once.
+    CARGO_TARGET_DIR="$target_dir" cargo build --release --quiet --workspace --bins --examples
+fi
 bin=${BST_BIN:-$target_dir/release/bst}
-hello=$target_dir/release/examples/hello_axum
+hello=${BST_HELLO_BIN:-$target_dir/release/examples/hello_axum}
 backtests=${BST_BENCH_BACKTESTS:-10000}
 connections=${BST_BENCH_CONNECTIONS:-64}
 seconds=${BST_BENCH_SECONDS:-10}

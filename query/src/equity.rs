@@ -14,37 +14,39 @@ impl Store {
     ///
     /// Fails with [`Error::NotFound`] when no backtest has this id.
     pub fn equity_curve(&self, backtest_id: i64) -> Result<Vec<EquityPoint>> {
-        let connection = self.read();
-        backtest_status(&connection, backtest_id)?;
-        let mut statement = connection.prepare(
-            "SELECT open_time, equity, drawdown FROM equity_points
-             WHERE backtest_id = ?
-             ORDER BY open_time",
-        )?;
-        let points = statement
-            .query_map([backtest_id], |row| {
-                Ok(EquityPoint {
-                    open_time: row.get(0)?,
-                    equity: row.get(1)?,
-                    drawdown: row.get(2)?,
-                })
-            })?
-            .collect::<duckdb::Result<Vec<_>>>()?;
-        Ok(points)
+        self.read_snapshot(|connection| {
+            backtest_status(connection, backtest_id)?;
+            let mut statement = connection.prepare(
+                "SELECT open_time, equity, drawdown FROM equity_points
+                 WHERE backtest_id = ?
+                 ORDER BY open_time",
+            )?;
+            let points = statement
+                .query_map([backtest_id], |row| {
+                    Ok(EquityPoint {
+                        open_time: row.get(0)?,
+                        equity: row.get(1)?,
+                        drawdown: row.get(2)?,
+                    })
+                })?
+                .collect::<duckdb::Result<Vec<_>>>()?;
+            Ok(points)
+        })
     }
 
     /// Returns the number of equity points stored for a backtest.
     ///
     /// Fails with [`Error::NotFound`] when no backtest has this id.
     pub fn count_equity_points(&self, backtest_id: i64) -> Result<u64> {
-        let connection = self.read();
-        backtest_status(&connection, backtest_id)?;
-        let count = connection.query_row(
-            "SELECT count(*) FROM equity_points WHERE backtest_id = ?",
-            [backtest_id],
-            |row| row.get(0),
-        )?;
-        Ok(count)
+        self.read_snapshot(|connection| {
+            backtest_status(connection, backtest_id)?;
+            let count = connection.query_row(
+                "SELECT count(*) FROM equity_points WHERE backtest_id = ?",
+                [backtest_id],
+                |row| row.get(0),
+            )?;
+            Ok(count)
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use duckdb::types::{TimeUnit, Value};
-use duckdb::{Connection, params};
+use duckdb::{Connection, Transaction, params};
 use tracing::info;
 
 use crate::cache::{BacktestCache, BacktestWrite};
@@ -30,8 +30,8 @@ const READ_CONNECTIONS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
-    /// Write connection of the `bots` and `deals` tables, which no other table's transaction
-    /// touches, so the bot supervisor never waits behind a long backtest write.
+    /// Write connection of the `bots` and `deals` tables. No transaction spans them and another
+    /// table, so bot writes need not wait behind a long backtest write.
     bots_connection: Arc<Mutex<Connection>>,
     readers: Arc<[Mutex<Connection>]>,
     /// Index of the read connection that the next read tries first.
@@ -132,6 +132,19 @@ impl Store {
         self.bots_connection
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `read` in one transaction on a read connection, so that its queries, such as an
+    /// existence check followed by the rows, see one snapshot of the database.
+    pub(crate) fn read_snapshot<T>(
+        &self,
+        read: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut connection = self.read();
+        let transaction = connection.transaction()?;
+        let value = read(&transaction)?;
+        transaction.commit()?;
+        Ok(value)
     }
 
     /// Locks an idle read connection, or waits for one when all are busy. Only queries that

@@ -17,40 +17,42 @@ impl Store {
         if let Some(side) = &filter.side {
             check_side(side)?;
         }
-        let connection = self.read();
-        backtest_status(&connection, backtest_id)?;
-        let mut statement = connection.prepare(
-            "SELECT * FROM trades
-             WHERE backtest_id = $1 AND ($2::VARCHAR IS NULL OR side = $2::VARCHAR)
-             ORDER BY entry_time, id
-             LIMIT $3 OFFSET $4",
-        )?;
-        let trades = statement
-            .query_map(
-                params![
-                    backtest_id,
-                    filter.side,
-                    page_bound(filter.limit),
-                    page_bound(filter.offset)
-                ],
-                trade_from_row,
-            )?
-            .collect::<duckdb::Result<Vec<_>>>()?;
-        Ok(trades)
+        self.read_snapshot(|connection| {
+            backtest_status(connection, backtest_id)?;
+            let mut statement = connection.prepare(
+                "SELECT * FROM trades
+                 WHERE backtest_id = $1 AND ($2::VARCHAR IS NULL OR side = $2::VARCHAR)
+                 ORDER BY entry_time, id
+                 LIMIT $3 OFFSET $4",
+            )?;
+            let trades = statement
+                .query_map(
+                    params![
+                        backtest_id,
+                        filter.side,
+                        page_bound(filter.limit),
+                        page_bound(filter.offset)
+                    ],
+                    trade_from_row,
+                )?
+                .collect::<duckdb::Result<Vec<_>>>()?;
+            Ok(trades)
+        })
     }
 
     /// Returns the number of trades stored for a backtest.
     ///
     /// Fails with [`crate::Error::NotFound`] when no backtest has this id.
     pub fn count_trades(&self, backtest_id: i64) -> Result<u64> {
-        let connection = self.read();
-        backtest_status(&connection, backtest_id)?;
-        let count = connection.query_row(
-            "SELECT count(*) FROM trades WHERE backtest_id = ?",
-            [backtest_id],
-            |row| row.get(0),
-        )?;
-        Ok(count)
+        self.read_snapshot(|connection| {
+            backtest_status(connection, backtest_id)?;
+            let count = connection.query_row(
+                "SELECT count(*) FROM trades WHERE backtest_id = ?",
+                [backtest_id],
+                |row| row.get(0),
+            )?;
+            Ok(count)
+        })
     }
 }
 

@@ -652,3 +652,60 @@ fn bot_writes_run_beside_long_backtest_write() {
          waited for that write"
     );
 }
+
+#[test]
+fn delete_race_gives_all_rows_or_not_found() {
+    let rounds: usize = std::env::var("BST_DELETE_RACE_ROUNDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(10);
+    let (_dir, store) = open_store();
+    let strategy = store.create_strategy(&new_strategy("s")).unwrap().id;
+    let trades = vec![trade(); 5];
+    let points: Vec<EquityPoint> = (0..50)
+        .map(|index| EquityPoint {
+            open_time: at(index * 60),
+            equity: 10_000.0,
+            drawdown: 0.0,
+        })
+        .collect();
+    let mut full_outcome = outcome();
+    full_outcome.total_trades = 5;
+    full_outcome.winning_trades = 5;
+
+    for round in 0..rounds {
+        let id = store
+            .create_backtest(&new_backtest(strategy), at(0))
+            .unwrap()
+            .id;
+        store.claim_backtest_for_worker(id, at(10)).unwrap();
+        store
+            .complete_backtest(id, &full_outcome, &trades, &points, at(20))
+            .unwrap();
+
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let store = store.clone();
+                thread::spawn(move || {
+                    loop {
+                        match store.list_trades(id, &TradeFilter::default()) {
+                            Ok(rows) => assert_eq!(rows.len(), 5, "round {round}: trades"),
+                            Err(Error::NotFound { .. }) => return,
+                            Err(error) => panic!("round {round}: {error}"),
+                        }
+                        match store.equity_curve(id) {
+                            Ok(rows) => assert_eq!(rows.len(), 50, "round {round}: equity"),
+                            Err(Error::NotFound { .. }) => return,
+                            Err(error) => panic!("round {round}: {error}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        thread::sleep(StdDuration::from_millis(30));
+        store.delete_backtest(id).unwrap();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+    }
+}
