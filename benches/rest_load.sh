@@ -6,8 +6,8 @@
 # backtests (default 10,000) through the API, then runs wrk against GET /api/v1/backtests/{id}
 # with a random stored id per request, the list route GET /api/v1/backtests?limit=50 and the
 # hello-world's GET /, one after another with the same connections and duration. The two
-# routes run twice: on a quiet store, where the server's read cache answers after the first
-# read of each row, and beside a client that updates a backtest BST_BENCH_WRITES times per
+# routes run twice: on a quiet store, where the server's read cache returns each row after
+# its first read, and beside a client that updates a backtest BST_BENCH_WRITES times per
 # second (default 50), where each update empties that cache. It prints requests per second,
 # p50 and p99 latency, and each rate as a fraction of the hello-world's. wrk shares the
 # machine's cores with the server it loads.
@@ -17,7 +17,7 @@
 # BST_BENCH_WRITES (updates per second beside the second pair of runs, 50),
 # BST_BENCH_THREADS (wrk threads, 2), BST_RELEASE_TARGET_DIR (~/.cache/bst-release),
 # BST_BIN (a bst binary to use instead of the release build), BST_HELLO_BIN (a hello_axum
-# binary to use instead of the release build); with both set, nothing is built.
+# binary to use instead of the release build). When both are set, nothing is built.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

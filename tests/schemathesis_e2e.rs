@@ -3,8 +3,8 @@
 //! match the document's schema for its status.
 //!
 //! The Bybit fetch route reads a local Bybit v5 REST server that replays the real BTCUSDT
-//! 1-minute sample. It gets a run of its own without the 5xx check, because 502 is its
-//! documented answer when Bybit rejects a request, which a generated symbol always gets.
+//! 1-minute sample. It gets a run of its own without the 5xx check, because it returns 502,
+//! as documented, when Bybit rejects a request, and Bybit rejects every generated symbol.
 //!
 //! `BST_PYTHON` names a Python with the packages of `tests/python-requirements.txt`, which
 //! include schemathesis. `BST_SCHEMATHESIS_EXAMPLES` sets the examples per operation

@@ -249,7 +249,7 @@ mod tests {
         let page_bytes: usize = page.items.iter().map(estimated_bytes).sum();
         assert!(page_bytes > 1024 * 1024, "page estimate {page_bytes}");
         assert!(page_bytes < MAX_ENTRY_BYTES, "page estimate {page_bytes}");
-        let mut most_pages = 0;
+        let mut max_pages = 0;
 
         for offset in 0..200 {
             let filter = BacktestFilter {
@@ -264,9 +264,9 @@ mod tests {
                 entries.bytes
             );
             assert_eq!(entries.bytes, entries.pages.len() * page_bytes);
-            most_pages = most_pages.max(entries.pages.len());
+            max_pages = max_pages.max(entries.pages.len());
         }
-        assert_eq!(most_pages, MAX_CACHED_BYTES / page_bytes);
+        assert_eq!(max_pages, MAX_CACHED_BYTES / page_bytes);
     }
 
     #[test]

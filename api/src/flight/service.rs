@@ -53,14 +53,12 @@ fn sql_command(bytes: &[u8]) -> Option<Command> {
         .and_then(|any| Command::try_from(any).ok())
 }
 
-/// Checks that a ticket that is not JSON is a Flight SQL ticket that `DoGet` serves, so that
-/// other bytes get a message in user terms instead of a protobuf decoder's error.
-fn check_sql_ticket(bytes: &[u8]) -> RequestResult<()> {
-    match sql_command(bytes) {
-        Some(
-            Command::TicketStatementQuery(_)
-            | Command::CommandPreparedStatementQuery(_)
-            | Command::CommandGetCatalogs(_)
+/// Returns true for the Flight SQL catalog commands, which serve as both a descriptor and a
+/// ticket.
+fn is_catalog_command(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::CommandGetCatalogs(_)
             | Command::CommandGetDbSchemas(_)
             | Command::CommandGetTables(_)
             | Command::CommandGetTableTypes(_)
@@ -69,8 +67,18 @@ fn check_sql_ticket(bytes: &[u8]) -> RequestResult<()> {
             | Command::CommandGetExportedKeys(_)
             | Command::CommandGetImportedKeys(_)
             | Command::CommandGetCrossReference(_)
-            | Command::CommandGetXdbcTypeInfo(_),
-        ) => Ok(()),
+            | Command::CommandGetXdbcTypeInfo(_)
+    )
+}
+
+/// Checks that a ticket that is not JSON is a Flight SQL ticket that `DoGet` serves, so that
+/// other bytes get a message in user terms instead of a protobuf decoder's error.
+fn check_sql_ticket(bytes: &[u8]) -> RequestResult<()> {
+    match sql_command(bytes) {
+        Some(Command::TicketStatementQuery(_) | Command::CommandPreparedStatementQuery(_)) => {
+            Ok(())
+        }
+        Some(command) if is_catalog_command(&command) => Ok(()),
         _ => Err(RequestError::InvalidArgument(format!(
             "invalid ticket: {TICKET_KINDS}"
         ))),
@@ -84,18 +92,9 @@ fn check_sql_descriptor(bytes: &[u8]) -> RequestResult<()> {
         Some(
             Command::CommandStatementQuery(_)
             | Command::CommandPreparedStatementQuery(_)
-            | Command::CommandStatementSubstraitPlan(_)
-            | Command::CommandGetCatalogs(_)
-            | Command::CommandGetDbSchemas(_)
-            | Command::CommandGetTables(_)
-            | Command::CommandGetTableTypes(_)
-            | Command::CommandGetSqlInfo(_)
-            | Command::CommandGetPrimaryKeys(_)
-            | Command::CommandGetExportedKeys(_)
-            | Command::CommandGetImportedKeys(_)
-            | Command::CommandGetCrossReference(_)
-            | Command::CommandGetXdbcTypeInfo(_),
+            | Command::CommandStatementSubstraitPlan(_),
         ) => Ok(()),
+        Some(command) if is_catalog_command(&command) => Ok(()),
         _ => Err(RequestError::InvalidArgument(format!(
             "invalid descriptor: {DESCRIPTOR_KINDS}"
         ))),
