@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::cache::{BacktestRead, PageRead};
 use crate::equity::{check_equity, insert_equity};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -57,6 +58,7 @@ impl Store {
             backtest_from_row,
         )?;
         transaction.commit()?;
+        connection.changed_only(backtest.id);
         info!(
             backtest_id = backtest.id,
             strategy_id = backtest.strategy_id,
@@ -68,8 +70,14 @@ impl Store {
 
     /// Returns the backtest with this id, or `None` if there is none.
     pub fn get_backtest(&self, id: i64) -> Result<Option<Backtest>> {
-        if let Some(backtest) = self.backtest_cache.backtest(id) {
-            return Ok(backtest);
+        Ok(self.backtest_read(id)?.map(|read| read.value().clone()))
+    }
+
+    /// Returns the backtest with this id as a shared read whose JSON text is made once, or
+    /// `None` if there is none. The read is cached until a write changes the backtest.
+    pub fn backtest_read(&self, id: i64) -> Result<BacktestRead> {
+        if let Some(read) = self.backtest_cache.backtest(id) {
+            return Ok(read);
         }
         let generation = self.backtest_cache.generation();
         let connection = self.read();
@@ -78,34 +86,55 @@ impl Store {
             .prepare_cached("SELECT * FROM backtests WHERE id = ?")?
             .query_row([id], backtest_from_row)
             .optional()?;
-        self.backtest_cache
-            .insert_backtest(generation, id, backtest.clone());
-        Ok(backtest)
+        drop(connection);
+        Ok(self
+            .backtest_cache
+            .insert_backtest(generation, id, backtest))
     }
 
     /// Returns the backtest with this id if a recent read cached it, without touching DuckDB,
     /// so async callers may call it on their own thread. `Some(None)` means that the cached
     /// read found no backtest with this id.
     pub fn cached_backtest(&self, id: i64) -> Option<Option<Backtest>> {
+        self.cached_backtest_read(id)
+            .map(|read| read.map(|read| read.value().clone()))
+    }
+
+    /// Returns the shared read of this id if a recent read cached it, as
+    /// [`Store::cached_backtest`] does.
+    pub fn cached_backtest_read(&self, id: i64) -> Option<BacktestRead> {
         self.backtest_cache.backtest(id)
     }
 
     /// Returns one page of the backtests that match the filter, in the filter's order, and the
     /// number of matches on all pages.
     pub fn list_backtests(&self, filter: &BacktestFilter) -> Result<Page<Backtest>> {
-        if let Some(page) = self.backtest_cache.page(filter) {
-            return Ok(page);
+        Ok(self.backtests_read(filter)?.value().clone())
+    }
+
+    /// Returns the page of `filter` as a shared read whose JSON text is made once. The read is
+    /// cached until the next write to the backtests table.
+    pub fn backtests_read(&self, filter: &BacktestFilter) -> Result<PageRead> {
+        if let Some(read) = self.backtest_cache.page(filter) {
+            return Ok(read);
         }
         let generation = self.backtest_cache.generation();
         let page = self.query_backtests(filter)?;
-        self.backtest_cache
-            .insert_page(generation, filter.clone(), page.clone());
-        Ok(page)
+        Ok(self
+            .backtest_cache
+            .insert_page(generation, filter.clone(), page))
     }
 
     /// Returns the page of `filter` if a recent read cached it, without touching DuckDB, so
     /// async callers may call it on their own thread.
     pub fn cached_backtests(&self, filter: &BacktestFilter) -> Option<Page<Backtest>> {
+        self.cached_backtests_read(filter)
+            .map(|read| read.value().clone())
+    }
+
+    /// Returns the shared read of `filter` if a recent read cached it, as
+    /// [`Store::cached_backtests`] does.
+    pub fn cached_backtests_read(&self, filter: &BacktestFilter) -> Option<PageRead> {
         self.backtest_cache.page(filter)
     }
 
@@ -171,6 +200,7 @@ impl Store {
         };
         let backtest = mark_running(&transaction, id, now)?;
         transaction.commit()?;
+        connection.changed_only(id);
         info!(backtest_id = id, "claimed backtest");
         Ok(Some(backtest))
     }
@@ -187,6 +217,7 @@ impl Store {
         }
         let backtest = mark_running(&transaction, id, now)?;
         transaction.commit()?;
+        connection.changed_only(id);
         info!(backtest_id = id, "claimed backtest");
         Ok(Some(backtest))
     }
@@ -226,6 +257,7 @@ impl Store {
             }
         };
         transaction.commit()?;
+        connection.changed_only(id);
         info!(backtest_id = id, "claimed backtest");
         Ok(outcome)
     }
@@ -275,6 +307,7 @@ impl Store {
             backtest_from_row,
         )?;
         transaction.commit()?;
+        connection.changed_only(id);
         info!(backtest_id = id, "updated queued backtest");
         Ok(UpdateOutcome::Updated(backtest))
     }
@@ -302,6 +335,7 @@ impl Store {
             backtest_from_row,
         )?;
         transaction.commit()?;
+        connection.changed_only(id);
         info!(backtest_id = id, from = %status, "cancelled backtest");
         Ok(backtest)
     }
@@ -318,6 +352,7 @@ impl Store {
         transaction.execute("DELETE FROM equity_points WHERE backtest_id = ?", [id])?;
         transaction.execute("DELETE FROM backtests WHERE id = ?", [id])?;
         transaction.commit()?;
+        connection.changed_only(id);
         info!(backtest_id = id, %status, "deleted backtest");
         Ok(())
     }
@@ -387,6 +422,7 @@ impl Store {
             backtest_from_row,
         )?;
         transaction.commit()?;
+        connection.changed_only(id);
         info!(
             backtest_id = id,
             trades = trades.len(),
@@ -420,6 +456,7 @@ impl Store {
             backtest_from_row,
         )?;
         transaction.commit()?;
+        connection.changed_only(id);
         info!(backtest_id = id, error = message, "marked backtest failed");
         Ok(backtest)
     }

@@ -1,16 +1,21 @@
-//! In-memory cache of backtest reads, emptied by every write to the `backtests` table.
+//! In-memory cache of backtest reads, kept current by every write to the `backtests` table.
 //!
-//! Each entry is tagged with the write generation that was current before its query ran. A
-//! write bumps the generation after its commit and before the store method returns, so a
-//! lookup that starts after a write has returned never returns an entry read before that
-//! write.
+//! A write that changes one backtest drops that backtest's entry and every cached list page;
+//! any other write drops everything. Each write also bumps a generation, and a read is cached
+//! only if no write happened between the start of its query and its insert. So a lookup that
+//! starts after a write has returned never returns an entry read before that write.
+//!
+//! Entries are shared through [`Arc`], and each keeps its JSON text once a caller asked for
+//! it, so a cache hit costs neither a deep clone nor a second serialization.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use bytes::Bytes;
 use duckdb::Connection;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::model::{Backtest, BacktestFilter, Page};
@@ -22,36 +27,89 @@ pub(crate) const MAX_CACHED_BACKTESTS: usize = 16_384;
 pub(crate) const MAX_CACHED_PAGES: usize = 256;
 
 /// Budget of the estimated size of all cached rows, pages included, in bytes. The estimate
-/// counts the JSON text of `config`, `params` and `metrics`, and a parsed JSON value takes a
-/// few times its text on the heap, so the real memory may be a few times this budget.
+/// counts the JSON text of `config`, `params` and `metrics`. A parsed JSON value takes a few
+/// times its text on the heap, and an entry's JSON text, once made, adds about its estimate
+/// again, so the real memory may be a few times this budget.
 pub(crate) const MAX_CACHED_BYTES: usize = 32 * 1024 * 1024;
 
 /// Largest estimated size of one entry that is cached; larger ones are read every time.
 const MAX_ENTRY_BYTES: usize = MAX_CACHED_BYTES / 16;
 
+/// A read from the store, shared between the cache and its callers, with its JSON text made
+/// on first request.
+#[derive(Debug)]
+pub struct CachedRead<T> {
+    value: T,
+    /// Estimated heap size of `value`, from [`estimated_bytes`].
+    bytes: usize,
+    json: OnceLock<Bytes>,
+}
+
+impl<T: Serialize> CachedRead<T> {
+    fn new(value: T, bytes: usize) -> Self {
+        Self {
+            value,
+            bytes,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// Returns the value that was read.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// Returns the value as JSON text, the same text that `serde_json::to_vec` gives. The
+    /// first call serializes it and later calls share that text.
+    pub fn json(&self) -> Result<Bytes, serde_json::Error> {
+        if let Some(json) = self.json.get() {
+            return Ok(json.clone());
+        }
+        let json = Bytes::from(serde_json::to_vec(&self.value)?);
+        // A concurrent first call may have set it already; both texts are equal.
+        Ok(self.json.get_or_init(|| json).clone())
+    }
+}
+
+/// A cached backtest read: `None` records that no backtest had the id.
+pub type BacktestRead = Option<Arc<CachedRead<Backtest>>>;
+
+/// A cached page of backtests.
+pub type PageRead = Arc<CachedRead<Page<Backtest>>>;
+
 /// Cached `get_backtest` and `list_backtests` results.
 #[derive(Debug, Default)]
 pub(crate) struct BacktestCache {
+    /// Bumped by every write to the `backtests` table, under the entries' lock.
     generation: AtomicU64,
     entries: Mutex<Entries>,
 }
 
 #[derive(Debug, Default)]
 struct Entries {
-    /// `None` records that no backtest had the id.
-    backtests: HashMap<i64, Option<Backtest>>,
-    pages: HashMap<BacktestFilter, Page<Backtest>>,
-    /// Generation that every entry above was read in.
-    generation: u64,
-    /// Estimated size of the entries above, from [`estimated_bytes`].
+    backtests: HashMap<i64, BacktestRead>,
+    pages: HashMap<BacktestFilter, PageRead>,
+    /// Estimated size of the entries above.
     bytes: usize,
 }
 
 impl Entries {
     fn clear(&mut self) {
         self.backtests.clear();
-        self.pages.clear();
+        self.clear_pages();
         self.bytes = 0;
+    }
+
+    fn clear_pages(&mut self) {
+        let page_bytes: usize = self.pages.values().map(|page| page.bytes).sum();
+        self.pages.clear();
+        self.bytes -= page_bytes;
+    }
+
+    fn remove_backtest(&mut self, id: i64) {
+        if let Some(Some(read)) = self.backtests.remove(&id) {
+            self.bytes -= read.bytes;
+        }
     }
 
     /// Makes room for an entry of `bytes`, emptying the cache when it would exceed a bound.
@@ -90,95 +148,113 @@ fn estimated_bytes(backtest: &Backtest) -> usize {
         + json_bytes(backtest.params.as_ref())
 }
 
+/// Which cached reads a write to the `backtests` table may have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteScope {
+    /// Any row: every entry is dropped.
+    All,
+    /// The row of this id only, besides the list pages, which every write drops.
+    Backtest(i64),
+}
+
 impl BacktestCache {
     /// Returns the generation to pass to the `insert_*` methods; read it before the query.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Drops every entry, because the `backtests` table changed.
-    pub(crate) fn invalidate(&self) {
+    /// Drops the entries that a committed write of `scope` may have changed.
+    pub(crate) fn invalidate(&self, scope: WriteScope) {
         let mut entries = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        match scope {
+            WriteScope::All => entries.clear(),
+            WriteScope::Backtest(id) => {
+                entries.remove_backtest(id);
+                entries.clear_pages();
+            }
+        }
     }
 
-    /// Returns the cached read of backtest `id`: `Some(None)` when it is known not to exist,
-    /// `None` when it is not cached.
-    pub(crate) fn backtest(&self, id: i64) -> Option<Option<Backtest>> {
-        let entries = self.current_entries()?;
-        entries.backtests.get(&id).cloned()
+    /// Returns the cached read of backtest `id`, or `None` when it is not cached.
+    pub(crate) fn backtest(&self, id: i64) -> Option<BacktestRead> {
+        self.lock().backtests.get(&id).cloned()
     }
 
     /// Returns the cached page of this filter.
-    pub(crate) fn page(&self, filter: &BacktestFilter) -> Option<Page<Backtest>> {
-        let entries = self.current_entries()?;
-        entries.pages.get(filter).cloned()
+    pub(crate) fn page(&self, filter: &BacktestFilter) -> Option<PageRead> {
+        self.lock().pages.get(filter).cloned()
     }
 
-    /// Caches the read of backtest `id`, unless a write happened after `generation`.
-    pub(crate) fn insert_backtest(&self, generation: u64, id: i64, backtest: Option<Backtest>) {
-        let bytes = backtest.as_ref().map_or(0, estimated_bytes);
-        let Some(mut entries) = self.entries_of(generation) else {
-            return;
-        };
+    /// Caches the read of backtest `id`, unless a write happened after `generation`, and
+    /// returns the shared read.
+    pub(crate) fn insert_backtest(
+        &self,
+        generation: u64,
+        id: i64,
+        backtest: Option<Backtest>,
+    ) -> BacktestRead {
+        let read = backtest.map(|backtest| {
+            let bytes = estimated_bytes(&backtest);
+            Arc::new(CachedRead::new(backtest, bytes))
+        });
+        let bytes = read.as_ref().map_or(0, |read| read.bytes);
+        let mut entries = self.lock();
         // A concurrent read of the same id may have cached it already.
-        if entries.backtests.contains_key(&id) || !entries.make_room(bytes) {
-            return;
+        if generation != self.generation()
+            || entries.backtests.contains_key(&id)
+            || !entries.make_room(bytes)
+        {
+            return read;
         }
-        entries.backtests.insert(id, backtest);
+        entries.backtests.insert(id, read.clone());
+        read
     }
 
-    /// Caches the page of `filter`, unless a write happened after `generation`.
+    /// Caches the page of `filter`, unless a write happened after `generation`, and returns
+    /// the shared read.
     pub(crate) fn insert_page(
         &self,
         generation: u64,
         filter: BacktestFilter,
         page: Page<Backtest>,
-    ) {
+    ) -> PageRead {
         let bytes = page.items.iter().map(estimated_bytes).sum::<usize>();
-        let Some(mut entries) = self.entries_of(generation) else {
-            return;
-        };
-        if entries.pages.contains_key(&filter) || !entries.make_room(bytes) {
-            return;
+        let read = Arc::new(CachedRead::new(page, bytes));
+        let mut entries = self.lock();
+        if generation != self.generation()
+            || entries.pages.contains_key(&filter)
+            || !entries.make_room(bytes)
+        {
+            return read;
         }
-        entries.pages.insert(filter, page);
+        entries.pages.insert(filter, Arc::clone(&read));
+        read
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {
         // Every update of the maps is a single call, so a panic leaves them consistent.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// Locks the entries if they belong to the current generation.
-    fn current_entries(&self) -> Option<MutexGuard<'_, Entries>> {
-        let entries = self.lock();
-        (entries.generation == self.generation()).then_some(entries)
-    }
-
-    /// Locks the entries for an insert read in `generation`, or returns `None` if a write has
-    /// happened since. Entries of an older generation are dropped first.
-    fn entries_of(&self, generation: u64) -> Option<MutexGuard<'_, Entries>> {
-        let mut entries = self.lock();
-        if generation != self.generation() {
-            return None;
-        }
-        if entries.generation != generation {
-            entries.clear();
-            entries.generation = generation;
-        }
-        Some(entries)
-    }
 }
 
 /// The store's write connection, locked by a method that writes the `backtests` table.
 ///
-/// Dropping it empties the [`BacktestCache`], so it must outlive the write's commit or
-/// rollback. A transaction borrows it, so the transaction always ends first.
+/// Dropping it drops the cached reads that the write may have changed, so it must outlive the
+/// write's commit or rollback. A transaction borrows it, so the transaction always ends
+/// first.
 pub(crate) struct BacktestWrite<'a> {
     pub(crate) connection: MutexGuard<'a, Connection>,
     pub(crate) cache: &'a BacktestCache,
+    /// Starts as [`WriteScope::All`]; a method narrows it after a commit that changed one row.
+    pub(crate) scope: WriteScope,
+}
+
+impl BacktestWrite<'_> {
+    /// Records that the committed write changed only the row of backtest `id`.
+    pub(crate) fn changed_only(&mut self, id: i64) {
+        self.scope = WriteScope::Backtest(id);
+    }
 }
 
 impl Deref for BacktestWrite<'_> {
@@ -197,7 +273,7 @@ impl DerefMut for BacktestWrite<'_> {
 
 impl Drop for BacktestWrite<'_> {
     fn drop(&mut self) {
-        self.cache.invalidate();
+        self.cache.invalidate(self.scope);
     }
 }
 
@@ -269,15 +345,91 @@ mod tests {
         assert_eq!(max_pages, MAX_CACHED_BYTES / page_bytes);
     }
 
+    /// Returns the value of the cached read of `id`, as [`Store::cached_backtest`] does.
+    fn cached(cache: &BacktestCache, id: i64) -> Option<Option<Backtest>> {
+        cache
+            .backtest(id)
+            .map(|read| read.map(|read| read.value().clone()))
+    }
+
     #[test]
     fn oversized_entry_is_not_cached() {
         let cache = BacktestCache::default();
         let row = large_backtest(MAX_ENTRY_BYTES);
-        cache.insert_backtest(cache.generation(), row.id, Some(row.clone()));
-        assert_eq!(cache.backtest(row.id), None);
+        let read = cache.insert_backtest(cache.generation(), row.id, Some(row.clone()));
+        assert_eq!(read.map(|read| read.value().clone()), Some(row.clone()));
+        assert_eq!(cached(&cache, row.id), None);
 
         let small = large_backtest(10);
         cache.insert_backtest(cache.generation(), small.id, Some(small.clone()));
-        assert_eq!(cache.backtest(small.id), Some(Some(small)));
+        assert_eq!(cached(&cache, small.id), Some(Some(small)));
+    }
+
+    #[test]
+    fn one_row_write_keeps_other_rows_and_drops_pages() {
+        let cache = BacktestCache::default();
+        let mut first = large_backtest(10);
+        first.id = 1;
+        let mut second = large_backtest(10);
+        second.id = 2;
+        let generation = cache.generation();
+        cache.insert_backtest(generation, 1, Some(first.clone()));
+        cache.insert_backtest(generation, 2, Some(second.clone()));
+        cache.insert_backtest(generation, 3, None);
+        let page = Page {
+            items: vec![first.clone(), second.clone()],
+            total: 2,
+        };
+        cache.insert_page(generation, BacktestFilter::default(), page);
+
+        cache.invalidate(WriteScope::Backtest(1));
+        assert_eq!(cached(&cache, 1), None);
+        assert_eq!(cached(&cache, 2), Some(Some(second.clone())));
+        assert_eq!(cached(&cache, 3), Some(None));
+        assert!(cache.page(&BacktestFilter::default()).is_none());
+        assert_eq!(cache.lock().bytes, estimated_bytes(&second));
+
+        cache.invalidate(WriteScope::Backtest(3));
+        assert_eq!(cached(&cache, 3), None, "a create must drop a cached miss");
+        cache.invalidate(WriteScope::All);
+        assert_eq!(cached(&cache, 2), None);
+        assert_eq!(cache.lock().bytes, 0);
+    }
+
+    #[test]
+    fn read_older_than_a_write_is_not_cached() {
+        let cache = BacktestCache::default();
+        let row = large_backtest(10);
+        let generation = cache.generation();
+        // A write to another row commits while the read of `row` runs.
+        cache.invalidate(WriteScope::Backtest(row.id + 1));
+        let read = cache.insert_backtest(generation, row.id, Some(row.clone()));
+        assert!(read.is_some(), "the caller still gets its read");
+        assert_eq!(cached(&cache, row.id), None);
+        let page = Page {
+            items: vec![row.clone()],
+            total: 1,
+        };
+        cache.insert_page(generation, BacktestFilter::default(), page);
+        assert!(cache.page(&BacktestFilter::default()).is_none());
+    }
+
+    #[test]
+    fn json_text_matches_serde_json() {
+        let cache = BacktestCache::default();
+        let row = large_backtest(100);
+        let read = cache
+            .insert_backtest(cache.generation(), row.id, Some(row.clone()))
+            .unwrap();
+        let expected = serde_json::to_vec(&row).unwrap();
+        assert_eq!(read.json().unwrap(), expected);
+        let again = cached(&cache, row.id);
+        assert_eq!(again, Some(Some(row)));
+        let shared = cache.backtest(read.value().id).unwrap().unwrap();
+        assert_eq!(
+            shared.json().unwrap(),
+            expected,
+            "a hit reuses the same text"
+        );
     }
 }

@@ -50,6 +50,7 @@ pub use bots::{
     BOT_ID_PREFIX, Bot, BotError, BotResult, BotStatus, BotTransition, DEAL_ID_PREFIX, Deal,
     DealStatus, NewBot, NewDeal,
 };
+pub use cache::{BacktestRead, CachedRead, PageRead};
 pub use error::{Error, Result};
 pub use model::{
     Backtest, BacktestFilter, BacktestOrder, BacktestOutcome, BacktestStatus, ClaimOutcome,

@@ -11,7 +11,7 @@ use duckdb::types::{TimeUnit, Value};
 use duckdb::{Connection, Transaction, params};
 use tracing::info;
 
-use crate::cache::{BacktestCache, BacktestWrite};
+use crate::cache::{BacktestCache, BacktestWrite, WriteScope};
 use crate::error::{Error, Result};
 use crate::schema::MIGRATIONS;
 
@@ -119,11 +119,12 @@ impl Store {
     }
 
     /// Locks the write connection for a write to the `backtests` table; the cached backtest
-    /// reads are dropped when the returned guard is.
+    /// reads that the write may have changed are dropped when the returned guard is.
     pub(crate) fn lock_backtests(&self) -> BacktestWrite<'_> {
         BacktestWrite {
             connection: self.lock(),
             cache: &self.backtest_cache,
+            scope: WriteScope::All,
         }
     }
 

@@ -493,13 +493,28 @@ fn status_of(store: &Store, id: i64) -> BacktestStatus {
 #[test]
 fn cached_reads_follow_every_backtest_write() {
     let (_dir, store, strategy_id, first) = store_with_backtest();
-    assert_eq!(read_twice(&store, first).1, 1);
+    let (first_row, total) = read_twice(&store, first);
+    assert_eq!(total, 1);
+    // The id that the next create takes, read while no backtest has it.
+    assert_eq!(read_twice(&store, first + 1).0, None);
 
     let second = store
         .create_backtest(&new_backtest(strategy_id), at(1))
         .unwrap()
         .id;
-    assert_eq!(store.cached_backtest(first), None, "create kept the cache");
+    assert_eq!(second, first + 1, "ids are not sequential");
+    assert_eq!(store.cached_backtest(second), None, "create kept the miss");
+    assert_eq!(
+        store.cached_backtests(&BacktestFilter::default()),
+        None,
+        "create kept the list page"
+    );
+    assert_eq!(
+        store.cached_backtest(first),
+        Some(first_row),
+        "a create dropped an unchanged row"
+    );
+    assert_eq!(read_twice(&store, second).0.unwrap().id, second);
     assert_eq!(read_twice(&store, first).1, 2);
 
     let previous = NewBacktest::from(&store.get_backtest(first).unwrap().unwrap());
@@ -549,9 +564,16 @@ fn cached_read_sees_every_returned_write() {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(30);
-    let (_dir, store, _, id) = store_with_backtest();
-    // The capital that the last returned update wrote; reads must never see less.
-    let returned = Arc::new(AtomicU64::new(10_000));
+    let (_dir, store, strategy_id, first) = store_with_backtest();
+    let second = store
+        .create_backtest(&new_backtest(strategy_id), at(1))
+        .unwrap()
+        .id;
+    let ids = [first, second];
+    // The capital that the last returned update of each backtest wrote. Reads must never see
+    // less. The writer alternates between the two, so a write to one lands while a read of
+    // the other runs.
+    let returned: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(10_000), AtomicU64::new(10_000)]);
     let done = Arc::new(AtomicBool::new(false));
 
     let readers: Vec<_> = (0..3)
@@ -560,18 +582,29 @@ fn cached_read_sees_every_returned_write() {
             thread::spawn(move || {
                 let mut reads = 0_u64;
                 while !done.load(Ordering::Acquire) {
-                    let floor = returned.load(Ordering::Acquire);
-                    let capital = store.get_backtest(id).unwrap().unwrap().initial_capital;
-                    assert!(
-                        capital >= floor as f64,
-                        "read capital {capital} after an update to {floor} had returned"
-                    );
+                    for (slot, id) in ids.into_iter().enumerate() {
+                        let floor = returned[slot].load(Ordering::Acquire);
+                        let capital = store.get_backtest(id).unwrap().unwrap().initial_capital;
+                        assert!(
+                            capital >= floor as f64,
+                            "read capital {capital} of backtest {id} after an update to {floor} \
+                             had returned"
+                        );
+                    }
+                    let floors = returned
+                        .each_ref()
+                        .map(|floor| floor.load(Ordering::Acquire));
                     let listed = store.list_backtests(&BacktestFilter::default()).unwrap();
-                    let listed_capital = listed.items[0].initial_capital;
-                    assert!(
-                        listed_capital >= floor as f64,
-                        "listed capital {listed_capital} after an update to {floor} had returned"
-                    );
+                    for (slot, id) in ids.into_iter().enumerate() {
+                        let row = listed.items.iter().find(|row| row.id == id).unwrap();
+                        assert!(
+                            row.initial_capital >= floors[slot] as f64,
+                            "listed capital {} of backtest {id} after an update to {} had \
+                             returned",
+                            row.initial_capital,
+                            floors[slot]
+                        );
+                    }
                     reads += 1;
                 }
                 reads
@@ -579,7 +612,9 @@ fn cached_read_sees_every_returned_write() {
         })
         .collect();
 
-    for capital in 10_001..=10_000 + updates {
+    for step in 0..2 * updates {
+        let slot = (step % 2) as usize;
+        let (id, capital) = (ids[slot], 10_001 + step / 2);
         let previous = NewBacktest::from(&store.get_backtest(id).unwrap().unwrap());
         let mut updated = previous.clone();
         updated.initial_capital = capital as f64;
@@ -588,9 +623,9 @@ fn cached_read_sees_every_returned_write() {
             .unwrap();
         assert!(
             matches!(outcome, UpdateOutcome::Updated(_)),
-            "update to {capital} found a stale previous read: {outcome:?}"
+            "update of backtest {id} to {capital} found a stale previous read: {outcome:?}"
         );
-        returned.store(capital, Ordering::Release);
+        returned[slot].store(capital, Ordering::Release);
     }
     done.store(true, Ordering::Release);
     let reads: u64 = readers
@@ -598,8 +633,10 @@ fn cached_read_sees_every_returned_write() {
         .map(|reader| reader.join().unwrap())
         .sum();
     assert!(reads > 0, "the readers made no read");
-    let last = store.get_backtest(id).unwrap().unwrap().initial_capital;
-    assert_eq!(last, (10_000 + updates) as f64);
+    for id in ids {
+        let last = store.get_backtest(id).unwrap().unwrap().initial_capital;
+        assert_eq!(last, (10_000 + updates) as f64, "backtest {id}");
+    }
 }
 
 #[test]

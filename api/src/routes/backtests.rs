@@ -10,14 +10,15 @@ pub(crate) use jobs::{__path_claim, __path_results, claim, results};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bst_engine::backtest::{DEFAULT_COMMISSION, DEFAULT_INITIAL_CAPITAL};
 use bst_engine::orders::{OrderOptions, strategy_and_orders};
 use bst_engine::{BacktestRequest, SeriesKey, StrategySpec, TimeRange};
 use bst_ingest::{Category, Timeframe};
 use bst_query::{
-    Backtest, BacktestFilter, BacktestOrder, BacktestStatus, NewBacktest, Page, Strategy, Trade,
-    TradeFilter, UpdateOutcome,
+    Backtest, BacktestFilter, BacktestOrder, BacktestStatus, CachedRead, NewBacktest, Page,
+    Strategy, Trade, TradeFilter, UpdateOutcome,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -387,19 +388,26 @@ fn iso(time: DateTime<Utc>) -> String {
 pub(crate) async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Backtest>> {
-    // A cached read skips the hop to a blocking thread.
-    let backtest = match state.store.cached_backtest(id) {
-        Some(backtest) => backtest,
+) -> ApiResult<Response> {
+    // A cached read skips the hop to a blocking thread and reuses its JSON text.
+    let read = match state.store.cached_backtest_read(id) {
+        Some(read) => read,
         None => {
             state
-                .with_store(move |store| store.get_backtest(id))
+                .with_store(move |store| store.backtest_read(id))
                 .await?
         }
     };
-    backtest
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("backtest", id))
+    let read = read.ok_or_else(|| ApiError::not_found("backtest", id))?;
+    json_response(&*read)
+}
+
+/// Answers 200 with the JSON text of a shared read.
+fn json_response<T: Serialize>(read: &CachedRead<T>) -> ApiResult<Response> {
+    let json = read
+        .json()
+        .map_err(|error| ApiError::internal("response serialization", &error))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// Lists backtests, filtered, sorted and paged.
@@ -418,7 +426,7 @@ pub(crate) async fn get(
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListBacktests>,
-) -> ApiResult<Json<Page<Backtest>>> {
+) -> ApiResult<Response> {
     let (limit, offset) = page_bounds(query.limit, query.offset, DEFAULT_LIMIT, MAX_LIMIT)?;
     let status = query
         .status
@@ -450,14 +458,15 @@ pub(crate) async fn list(
         order_by,
         descending,
     };
-    if let Some(page) = state.store.cached_backtests(&filter) {
-        return Ok(Json(page));
-    }
-    Ok(Json(
-        state
-            .with_store(move |store| store.list_backtests(&filter))
-            .await?,
-    ))
+    let read = match state.store.cached_backtests_read(&filter) {
+        Some(read) => read,
+        None => {
+            state
+                .with_store(move |store| store.backtests_read(&filter))
+                .await?
+        }
+    };
+    json_response(&*read)
 }
 
 /// Changes a backtest: the request fields of a queued one, or its status to `failed` or
