@@ -5,15 +5,17 @@
 # at start-up from BST_DATASETS_DIR), stores one strategy and BST_BENCH_BACKTESTS queued
 # backtests (default 10,000) through the API, then runs wrk against GET /api/v1/backtests/{id}
 # with a random stored id per request, the list route GET /api/v1/backtests?limit=50 and the
-# hello-world's GET /, one after another with the same connections and duration. The two
-# routes run twice: on a quiet store, where the server's read cache returns each row after
-# its first read, and beside a client that updates a backtest BST_BENCH_WRITES times per
-# second (default 50), where each update empties that cache. It prints requests per second,
-# p50 and p99 latency, and each rate as a fraction of the hello-world's. wrk shares the
-# machine's cores with the server it loads.
+# hello-world's GET /, one after another with the same connections and duration. A warm-up
+# run of each route, BST_BENCH_WARMUP seconds long (default 10) and not measured, fills the
+# server's read cache first. The two routes then run twice: on a quiet store, where the cache
+# serves the reads, and beside a client that updates a random backtest BST_BENCH_WRITES times per
+# second (default 50), where each update drops that backtest and every list page from the
+# cache. It prints requests per second, p50 and p99 latency, and each rate as a fraction of
+# the hello-world's. wrk shares the machine's cores with the server it loads.
 #
 # Usage: BST_DATASETS_DIR=/path/to/datasets benches/rest_load.sh
 # Optional: BST_BENCH_BACKTESTS (10000), BST_BENCH_CONNECTIONS (64), BST_BENCH_SECONDS (10),
+# BST_BENCH_WARMUP (seconds of unmeasured load per route before the runs, 10; 0 skips it),
 # BST_BENCH_WRITES (updates per second beside the second pair of runs, 50),
 # BST_BENCH_THREADS (wrk threads, 2), BST_RELEASE_TARGET_DIR (~/.cache/bst-release),
 # BST_BIN (a bst binary to use instead of the release build), BST_HELLO_BIN (a hello_axum
@@ -39,6 +41,7 @@ connections=${BST_BENCH_CONNECTIONS:-64}
 seconds=${BST_BENCH_SECONDS:-10}
 threads=${BST_BENCH_THREADS:-2}
 writes=${BST_BENCH_WRITES:-50}
+warmup=${BST_BENCH_WARMUP:-10}
 
 work=$(mktemp -d)
 pids=()
@@ -102,11 +105,17 @@ measure() {
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "wrk: $threads threads, $connections connections, $seconds s per route; $backtests backtests stored"
+if [ "$warmup" -gt 0 ]; then
+    echo "warm-up: ${warmup} s per route, not measured"
+    wrk -t"$threads" -c"$connections" -d"${warmup}s" -s benches/rest_load_ids.lua \
+        "$api/backtests" >/dev/null
+    wrk -t"$threads" -c"$connections" -d"${warmup}s" "$api/backtests?limit=50" >/dev/null
+fi
 read -r hello_rate hello_p50 hello_p99 < <(measure "http://127.0.0.1:$hello_port/")
 read -r get_rate get_p50 get_p99 < <(measure "$api/backtests" -s benches/rest_load_ids.lua)
 read -r list_rate list_p50 list_p99 < <(measure "$api/backtests?limit=50")
 
-python3 benches/rest_load_writer.py "$api" "$first_id" "$writes" &
+python3 benches/rest_load_writer.py "$api" "$first_id" "$last_id" "$writes" &
 writer=$!
 pids+=("$writer")
 read -r get_w_rate get_w_p50 get_w_p99 < <(measure "$api/backtests" -s benches/rest_load_ids.lua)

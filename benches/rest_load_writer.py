@@ -1,20 +1,23 @@
 """Writes to the backtests table at a steady rate while the load benchmark reads.
 
-Usage: python3 rest_load_writer.py BASE_URL BACKTEST_ID RATE, where BASE_URL ends in /api/v1.
-It sends RATE updates per second of the queued backtest's `initial_capital` until it is
-killed, and exits non-zero on any status other than 200. Each update empties the server's
-cache of backtest reads, so the reads that run beside it show the uncached read path.
+Usage: python3 rest_load_writer.py BASE_URL FIRST_ID LAST_ID RATE, where BASE_URL ends in
+/api/v1. It sends RATE updates per second of the `initial_capital` of a random queued backtest
+between FIRST_ID and LAST_ID until it is killed, and exits non-zero on any status other than
+200. Each update drops that backtest and every list page from the server's read cache, so the
+reads that run beside it include uncached reads.
 """
 
 import http.client
 import json
+import random
 import sys
 import time
 import urllib.parse
 
 
 def main() -> None:
-    base_url, backtest_id, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    base_url, first_id, last_id = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    rate = float(sys.argv[4])
     parsed = urllib.parse.urlsplit(base_url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
     interval = 1.0 / rate
@@ -22,6 +25,7 @@ def main() -> None:
     count = 0
     while True:
         count += 1
+        backtest_id = random.randint(first_id, last_id)
         connection.request(
             "PUT",
             f"{parsed.path}/backtests/{backtest_id}",

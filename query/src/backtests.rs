@@ -79,6 +79,11 @@ impl Store {
         if let Some(read) = self.backtest_cache.backtest(id) {
             return Ok(read);
         }
+        let _fill = self.backtest_cache.fill_lock(&id);
+        // A reader that held the fill lock before this one may have cached the row.
+        if let Some(read) = self.backtest_cache.backtest(id) {
+            return Ok(read);
+        }
         let generation = self.backtest_cache.generation();
         let connection = self.read();
         // The cached statement skips DuckDB's parse and plan on repeated reads.
@@ -115,6 +120,11 @@ impl Store {
     /// Returns the page of `filter` as a shared read whose JSON text is made once. The read is
     /// cached until the next write to the backtests table.
     pub fn backtests_read(&self, filter: &BacktestFilter) -> Result<PageRead> {
+        if let Some(read) = self.backtest_cache.page(filter) {
+            return Ok(read);
+        }
+        let _fill = self.backtest_cache.fill_lock(filter);
+        // A reader that held the fill lock before this one may have cached the page.
         if let Some(read) = self.backtest_cache.page(filter) {
             return Ok(read);
         }

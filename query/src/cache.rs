@@ -1,7 +1,7 @@
 //! In-memory cache of backtest reads, kept current by every write to the `backtests` table.
 //!
-//! A write that changes one backtest drops that backtest's entry and every cached list page;
-//! any other write drops everything. Each write also bumps a generation, and a read is cached
+//! A write that changes one backtest drops that backtest's entry and every cached list page,
+//! and any other write drops everything. Each write also bumps a generation, and a read is cached
 //! only if no write happened between the start of its query and its insert. So a lookup that
 //! starts after a write has returned never returns an entry read before that write.
 //!
@@ -9,6 +9,7 @@
 //! it, so a cache hit costs neither a deep clone nor a second serialization.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -34,6 +35,10 @@ pub(crate) const MAX_CACHED_BYTES: usize = 32 * 1024 * 1024;
 
 /// Largest estimated size of one entry that is cached; larger ones are read every time.
 const MAX_ENTRY_BYTES: usize = MAX_CACHED_BYTES / 16;
+
+/// Number of locks that serialize the reads filling the cache. Keys are spread over them by
+/// hash, so concurrent misses of one key run one query while other keys run beside it.
+const FILL_LOCKS: usize = 16;
 
 /// A read from the store, shared between the cache and its callers, with its JSON text made
 /// on first request.
@@ -83,6 +88,7 @@ pub(crate) struct BacktestCache {
     /// Bumped by every write to the `backtests` table, under the entries' lock.
     generation: AtomicU64,
     entries: Mutex<Entries>,
+    fill_locks: [Mutex<()>; FILL_LOCKS],
 }
 
 #[derive(Debug, Default)]
@@ -148,7 +154,7 @@ fn estimated_bytes(backtest: &Backtest) -> usize {
         + json_bytes(backtest.params.as_ref())
 }
 
-/// Which cached reads a write to the `backtests` table may have changed.
+/// The set of cached reads that a write to the `backtests` table may have changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteScope {
     /// Any row: every entry is dropped.
@@ -232,6 +238,18 @@ impl BacktestCache {
         read
     }
 
+    /// Locks the fill lock of `key`. A reader that missed the cache takes it, looks again and
+    /// only then queries, so that the readers that missed together wait for one query instead
+    /// of each running it. Take it before a read connection, never while holding one.
+    pub(crate) fn fill_lock(&self, key: &impl Hash) -> MutexGuard<'_, ()> {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let index = (hasher.finish() % FILL_LOCKS as u64) as usize;
+        self.fill_locks[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Entries> {
         // Every update of the maps is a single call, so a panic leaves them consistent.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
@@ -246,7 +264,8 @@ impl BacktestCache {
 pub(crate) struct BacktestWrite<'a> {
     pub(crate) connection: MutexGuard<'a, Connection>,
     pub(crate) cache: &'a BacktestCache,
-    /// Starts as [`WriteScope::All`]; a method narrows it after a commit that changed one row.
+    /// Scope of the write, [`WriteScope::All`] unless a method narrows it after a commit that
+    /// changed one row.
     pub(crate) scope: WriteScope,
 }
 
