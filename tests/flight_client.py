@@ -388,6 +388,42 @@ def ticket_errors(port):
     return result
 
 
+def put_action_errors(port):
+    """Send DoAction and DoPut calls that the server does not run or cannot decode, and list
+    the actions."""
+    client = flight.connect(f"grpc://127.0.0.1:{port}")
+    unknown_any = protobuf_bytes_field(1, b"type.googleapis.com/bst.Nothing")
+    actions = {
+        "action_text_body": ("CreatePreparedStatement", b"not protobuf"),
+        "action_truncated_body": ("ClosePreparedStatement", b"\x0a\x7fabc"),
+        "action_unknown_any": ("CreatePreparedStatement", unknown_any),
+        "action_unknown_type": ("Explode" * 20, b""),
+        "action_transaction": ("BeginTransaction", b""),
+    }
+    result = {}
+    for name, (action_type, body) in actions.items():
+        action = flight.Action(action_type, body)
+        result[name] = error_detail(lambda action=action: list(client.do_action(action)))
+    result["action_types"] = sorted(action.type for action in client.list_actions())
+
+    schema = pa.schema([("x", pa.int64())])
+    descriptors = {
+        "put_text": flight.FlightDescriptor.for_command(b"not a command"),
+        "put_truncated": flight.FlightDescriptor.for_command(b"\x0a\x7fabc"),
+        "put_unknown_any": flight.FlightDescriptor.for_command(unknown_any),
+        "put_path": flight.FlightDescriptor.for_path("klines"),
+    }
+    for name, descriptor in descriptors.items():
+
+        def put(descriptor=descriptor):
+            writer, _ = client.do_put(descriptor, schema)
+            writer.write_table(pa.table({"x": [1]}, schema=schema))
+            writer.close()
+
+        result[name] = error_detail(put)
+    return result
+
+
 def unfinished_backtest(port, backtest_id):
     """Read the results of a backtest that has not completed, by ticket and by descriptor."""
     client = flight.connect(f"grpc://127.0.0.1:{port}")
@@ -452,6 +488,7 @@ def main():
         "adbc": adbc,
         "errors": errors,
         "ticket_errors": ticket_errors,
+        "put_action_errors": put_action_errors,
         "unfinished_backtest": unfinished_backtest,
         "auth": auth,
         "stream": stream,

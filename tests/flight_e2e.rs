@@ -951,6 +951,74 @@ fn bad_tickets_name_accepted_kinds() {
 }
 
 #[test]
+fn bad_puts_and_actions_name_accepted_kinds() {
+    let (_data_dir, server) = start_btc_server();
+    let result = server.run_client("put_action_errors", &[]);
+    let detail = |case: &str| -> (String, String) {
+        let pair = result[case]
+            .as_array()
+            .unwrap_or_else(|| panic!("{case}: no result in {result}"));
+        (
+            pair[0].as_str().unwrap_or_default().to_string(),
+            pair[1].as_str().unwrap_or_default().to_string(),
+        )
+    };
+
+    for case in [
+        "action_text_body",
+        "action_truncated_body",
+        "action_unknown_any",
+    ] {
+        let (code, message) = detail(case);
+        assert_eq!(code, "INVALID_ARGUMENT", "{case}: {message}");
+        assert!(
+            message.contains("invalid body of action"),
+            "{case}: {message}"
+        );
+        assert!(
+            message.contains("PreparedStatementRequest"),
+            "{case}: {message}"
+        );
+        assert!(!message.contains("DecodeError"), "{case}: {message}");
+    }
+    let (code, message) = detail("action_unknown_type");
+    assert_eq!(code, "INVALID_ARGUMENT", "{message}");
+    assert!(message.contains("unknown action \"Explode"), "{message}");
+    assert!(message.contains("(140 characters)"), "{message}");
+    assert!(message.contains("CreatePreparedStatement"), "{message}");
+    let (code, message) = detail("action_transaction");
+    assert_eq!(code, "UNIMPLEMENTED", "{message}");
+    assert!(
+        message.contains("BeginTransaction is not supported"),
+        "{message}"
+    );
+    assert_eq!(
+        result["action_types"],
+        json!(["ClosePreparedStatement", "CreatePreparedStatement"])
+    );
+
+    for case in ["put_text", "put_truncated", "put_unknown_any", "put_path"] {
+        let (code, message) = detail(case);
+        assert_eq!(code, "INVALID_ARGUMENT", "{case}: {message}");
+        assert!(
+            message.contains("invalid DoPut descriptor"),
+            "{case}: {message}"
+        );
+        assert!(
+            message.contains("CommandPreparedStatementQuery"),
+            "{case}: {message}"
+        );
+        assert!(!message.contains("DecodeError"), "{case}: {message}");
+        assert!(
+            !message.contains("The defined request"),
+            "{case}: {message}"
+        );
+    }
+    let (_, message) = detail("put_unknown_any");
+    assert!(message.contains("bst.Nothing"), "{message}");
+}
+
+#[test]
 fn unfinished_backtest_fails_precondition() {
     let (_data_dir, server) = start_btc_server();
     let client = Client::new();

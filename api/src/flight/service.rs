@@ -11,7 +11,10 @@ use std::pin::Pin;
 
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::{Any, Command, CommandStatementQuery};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, Any, Command,
+    CommandStatementQuery, ProstMessageExt,
+};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
@@ -29,6 +32,7 @@ use super::sql::{DoGetStream, SqlService, stream_batches, stream_frame};
 use super::tickets::{self, DatasetSeries, JsonTicket};
 use super::{backtests, datasets};
 use crate::AppState;
+use crate::error::echoed;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -44,6 +48,15 @@ const DESCRIPTOR_KINDS: &str = "expected a PATH descriptor such as [\"klines\", 
      \"BTCUSDT\", \"1\"] or [\"ticks\", \"linear\", \"BTCUSDT\"], a CMD descriptor with a JSON \
      ticket such as {\"backtest_id\": 1, \"table\": \"trades\"}, or a CMD descriptor with a Flight \
      SQL command such as CommandStatementQuery";
+
+/// The `DoPut` calls that the server accepts, listed in the message of a rejected one.
+pub(crate) const PUT_KINDS: &str = "expected a CMD descriptor with the Flight SQL command \
+     CommandPreparedStatementQuery, to bind the parameters of a prepared statement; the server \
+     is read-only, so update and ingest commands are rejected";
+
+/// The actions that `DoAction` runs, listed in the message of a rejected one.
+const ACTION_KINDS: &str = "the server runs the Flight SQL actions \
+     CreatePreparedStatement and ClosePreparedStatement";
 
 /// Decodes a protobuf ticket or command as a Flight SQL command, or `None` when it is not
 /// one.
@@ -99,6 +112,90 @@ fn check_sql_descriptor(bytes: &[u8]) -> RequestResult<()> {
             "invalid descriptor: {DESCRIPTOR_KINDS}"
         ))),
     }
+}
+
+/// Returns true when `body` is a protobuf `Any` that contains a message of type `M`.
+fn contains_message<M: ProstMessageExt>(body: &[u8]) -> bool {
+    Any::decode(body)
+        .ok()
+        .and_then(|any| any.unpack::<M>().ok().flatten())
+        .is_some()
+}
+
+/// Flight SQL actions that arrow-flight lists but this server does not run.
+const UNSUPPORTED_SQL_ACTIONS: [&str; 6] = [
+    "CreatePreparedSubstraitPlan",
+    "BeginTransaction",
+    "EndTransaction",
+    "BeginSavepoint",
+    "EndSavepoint",
+    "CancelQuery",
+];
+
+/// Checks an action before arrow-flight decodes it, so that an action type the server does
+/// not run, or a body that is not the action's message, gets a message in user terms instead
+/// of a decoder's error.
+fn check_sql_action(action: &Action) -> Result<(), Status> {
+    let action_type = action.r#type.as_str();
+    let (message, valid) = match action_type {
+        "CreatePreparedStatement" => (
+            "ActionCreatePreparedStatementRequest",
+            contains_message::<ActionCreatePreparedStatementRequest>(&action.body),
+        ),
+        "ClosePreparedStatement" => (
+            "ActionClosePreparedStatementRequest",
+            contains_message::<ActionClosePreparedStatementRequest>(&action.body),
+        ),
+        _ if UNSUPPORTED_SQL_ACTIONS.contains(&action_type) => {
+            return Err(Status::unimplemented(format!(
+                "action {action_type} is not supported: {ACTION_KINDS}"
+            )));
+        }
+        _ => {
+            return Err(RequestError::InvalidArgument(format!(
+                "unknown action {}: {ACTION_KINDS}",
+                echoed(action_type)
+            ))
+            .into());
+        }
+    };
+    if valid {
+        return Ok(());
+    }
+    Err(RequestError::InvalidArgument(format!(
+        "invalid body of action {action_type}: expected a protobuf Any that contains an {message}"
+    ))
+    .into())
+}
+
+/// Returns the actions that [`check_sql_action`] lets through.
+fn action_types() -> Vec<ActionType> {
+    vec![
+        ActionType {
+            r#type: "CreatePreparedStatement".to_string(),
+            description: "Creates a prepared statement from a read-only SQL query. Request: \
+                ActionCreatePreparedStatementRequest. Response: \
+                ActionCreatePreparedStatementResult."
+                .to_string(),
+        },
+        ActionType {
+            r#type: "ClosePreparedStatement".to_string(),
+            description: "Closes a prepared statement. Request: \
+                ActionClosePreparedStatementRequest. Response: none."
+                .to_string(),
+        },
+    ]
+}
+
+/// Replaces the status of a `DoPut` whose descriptor command arrow-flight could not decode, a
+/// protobuf decoder's message, with the accepted calls. Other statuses pass unchanged.
+fn put_status(status: Status) -> Status {
+    if status.code() == tonic::Code::InvalidArgument && status.message().starts_with("DecodeError")
+    {
+        return RequestError::InvalidArgument(format!("invalid DoPut descriptor: {PUT_KINDS}"))
+            .into();
+    }
+    status
 }
 
 /// The Flight service: datasets and backtest results by JSON ticket, and Flight SQL.
@@ -309,21 +406,25 @@ impl FlightService for BstFlightService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        FlightService::do_put(&self.sql, request).await
+        FlightService::do_put(&self.sql, request)
+            .await
+            .map_err(put_status)
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        check_sql_action(request.get_ref())?;
         FlightService::do_action(&self.sql, request).await
     }
 
     async fn list_actions(
         &self,
-        request: Request<Empty>,
+        _request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        FlightService::list_actions(&self.sql, request).await
+        let stream = futures::stream::iter(action_types().into_iter().map(Ok));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn do_exchange(

@@ -15,14 +15,16 @@ use std::sync::{Arc, LazyLock, Mutex};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
-use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::server::{DoPutError, FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc,
@@ -42,6 +44,8 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::error::{RequestError, RequestResult, stream_error};
+use super::service::PUT_KINDS;
+use crate::error::echoed;
 
 /// The stream type of `DoGet` responses.
 pub(crate) type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>;
@@ -498,6 +502,44 @@ impl FlightSqlService for SqlService {
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle),
         })
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(Status::invalid_argument(format!(
+            "ingest into {} is not allowed: the Flight SQL service is read-only",
+            echoed(&command.table)
+        )))
+    }
+
+    async fn do_put_fallback(
+        &self,
+        _request: Request<PeekableFlightDataStream>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        // A PATH descriptor leaves the command empty, so its `Any` has no type.
+        if message.type_url.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "invalid DoPut descriptor: {PUT_KINDS}"
+            )));
+        }
+        Err(Status::invalid_argument(format!(
+            "invalid DoPut descriptor: the command type {} is not accepted; {PUT_KINDS}",
+            echoed(&message.type_url)
+        )))
+    }
+
+    async fn do_put_error_callback(
+        &self,
+        _request: Request<PeekableFlightDataStream>,
+        error: DoPutError,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        Err(Status::invalid_argument(format!(
+            "invalid DoPut request: {error} {PUT_KINDS}"
+        )))
     }
 
     async fn do_put_statement_update(
