@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::cache::{BacktestRead, PageRead};
+use crate::cache::{BacktestRead, FillKey, PageRead};
 use crate::equity::{check_equity, insert_equity};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -79,7 +79,7 @@ impl Store {
         if let Some(read) = self.backtest_cache.backtest(id) {
             return Ok(read);
         }
-        let _fill = self.backtest_cache.fill_lock(&id);
+        let _fill = self.backtest_cache.fill_lock(&FillKey::Backtest(id));
         // A reader that held the fill lock before this one may have cached the row.
         if let Some(read) = self.backtest_cache.backtest(id) {
             return Ok(read);
@@ -123,7 +123,9 @@ impl Store {
         if let Some(read) = self.backtest_cache.page(filter) {
             return Ok(read);
         }
-        let _fill = self.backtest_cache.fill_lock(filter);
+        let _fill = self
+            .backtest_cache
+            .fill_lock(&FillKey::Page(filter.clone()));
         // A reader that held the fill lock before this one may have cached the page.
         if let Some(read) = self.backtest_cache.page(filter) {
             return Ok(read);

@@ -8,7 +8,7 @@
 //! Entries are shared through [`Arc`], and each keeps its JSON text once a caller asked for
 //! it, so a cache hit costs neither a deep clone nor a second serialization.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +39,9 @@ const MAX_ENTRY_BYTES: usize = MAX_CACHED_BYTES / 16;
 /// Number of locks that serialize the reads filling the cache. Keys are spread over them by
 /// hash, so concurrent misses of one key run one query while other keys run beside it.
 const FILL_LOCKS: usize = 16;
+
+/// Maximum number of keys recorded as too large to cache. A record that is full is emptied.
+const MAX_OVERSIZED_KEYS: usize = 1_024;
 
 /// A read from the store, shared between the cache and its callers, with its JSON text made
 /// on first request.
@@ -97,12 +100,16 @@ struct Entries {
     pages: HashMap<BacktestFilter, PageRead>,
     /// Estimated size of the entries above.
     bytes: usize,
+    /// Ids and filters whose last read was too large to cache. Their readers skip the fill
+    /// lock, because waiting for another reader's query gains nothing when it is not cached.
+    oversized: HashSet<FillKey>,
 }
 
 impl Entries {
     fn clear(&mut self) {
         self.backtests.clear();
         self.clear_pages();
+        self.oversized.clear();
         self.bytes = 0;
     }
 
@@ -110,12 +117,23 @@ impl Entries {
         let page_bytes: usize = self.pages.values().map(|page| page.bytes).sum();
         self.pages.clear();
         self.bytes -= page_bytes;
+        self.oversized
+            .retain(|key| matches!(key, FillKey::Backtest(_)));
     }
 
     fn remove_backtest(&mut self, id: i64) {
         if let Some(Some(read)) = self.backtests.remove(&id) {
             self.bytes -= read.bytes;
         }
+        self.oversized.remove(&FillKey::Backtest(id));
+    }
+
+    /// Records that the read of `key` was too large to cache.
+    fn mark_oversized(&mut self, key: FillKey) {
+        if self.oversized.len() >= MAX_OVERSIZED_KEYS {
+            self.oversized.clear();
+        }
+        self.oversized.insert(key);
     }
 
     /// Makes room for an entry of `bytes`, emptying the cache when it would exceed a bound.
@@ -152,6 +170,15 @@ fn estimated_bytes(backtest: &Backtest) -> usize {
         + json_bytes(Some(&backtest.config))
         + json_bytes(backtest.metrics.as_ref())
         + json_bytes(backtest.params.as_ref())
+}
+
+/// The key of a cache fill: a backtest id or a list filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum FillKey {
+    /// The row of this backtest id.
+    Backtest(i64),
+    /// The list page of this filter.
+    Page(BacktestFilter),
 }
 
 /// The set of cached reads that a write to the `backtests` table may have changed.
@@ -206,6 +233,9 @@ impl BacktestCache {
         });
         let bytes = read.as_ref().map_or(0, |read| read.bytes);
         let mut entries = self.lock();
+        if bytes > MAX_ENTRY_BYTES {
+            entries.mark_oversized(FillKey::Backtest(id));
+        }
         // A concurrent read of the same id may have cached it already.
         if generation != self.generation()
             || entries.backtests.contains_key(&id)
@@ -228,6 +258,9 @@ impl BacktestCache {
         let bytes = page.items.iter().map(estimated_bytes).sum::<usize>();
         let read = Arc::new(CachedRead::new(page, bytes));
         let mut entries = self.lock();
+        if bytes > MAX_ENTRY_BYTES {
+            entries.mark_oversized(FillKey::Page(filter.clone()));
+        }
         if generation != self.generation()
             || entries.pages.contains_key(&filter)
             || !entries.make_room(bytes)
@@ -241,13 +274,29 @@ impl BacktestCache {
     /// Locks the fill lock of `key`. A reader that missed the cache takes it, looks again and
     /// only then queries, so that the readers that missed together wait for one query instead
     /// of each running it. Take it before a read connection, never while holding one.
-    pub(crate) fn fill_lock(&self, key: &impl Hash) -> MutexGuard<'_, ()> {
+    ///
+    /// Returns `None`, holding nothing, when the last read of `key` was too large to cache,
+    /// so that readers of a large row neither queue behind each other nor hold up the other
+    /// keys of the lock.
+    pub(crate) fn fill_lock(&self, key: &FillKey) -> Option<MutexGuard<'_, ()>> {
+        if self.is_oversized(key) {
+            return None;
+        }
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
         let index = (hasher.finish() % FILL_LOCKS as u64) as usize;
-        self.fill_locks[index]
+        let guard = self.fill_locks[index]
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        // The reader that held the lock before may have found the read too large.
+        if self.is_oversized(key) {
+            return None;
+        }
+        Some(guard)
+    }
+
+    fn is_oversized(&self, key: &FillKey) -> bool {
+        self.lock().oversized.contains(key)
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {
@@ -382,6 +431,51 @@ mod tests {
         let small = large_backtest(10);
         cache.insert_backtest(cache.generation(), small.id, Some(small.clone()));
         assert_eq!(cached(&cache, small.id), Some(Some(small)));
+    }
+
+    #[test]
+    fn oversized_reads_skip_fill_lock() {
+        let cache = BacktestCache::default();
+        let row = large_backtest(MAX_ENTRY_BYTES);
+        let key = FillKey::Backtest(row.id);
+        let page_key = FillKey::Page(BacktestFilter::default());
+        assert!(
+            cache.fill_lock(&key).is_some(),
+            "an unread row skipped the lock"
+        );
+
+        cache.insert_backtest(cache.generation(), row.id, Some(row.clone()));
+        let page = Page {
+            items: vec![row.clone()],
+            total: 1,
+        };
+        cache.insert_page(cache.generation(), BacktestFilter::default(), page);
+        assert!(
+            cache.fill_lock(&key).is_none(),
+            "the large row was not marked"
+        );
+        assert!(
+            cache.fill_lock(&page_key).is_none(),
+            "the large page was not marked"
+        );
+        let other = FillKey::Backtest(row.id + 1);
+        assert!(cache.fill_lock(&other).is_some());
+
+        // The row may be small after a write, so the write removes its mark.
+        cache.invalidate(WriteScope::Backtest(row.id + 1));
+        assert!(
+            cache.fill_lock(&key).is_none(),
+            "another row's write dropped the mark"
+        );
+        assert!(
+            cache.fill_lock(&page_key).is_some(),
+            "a write kept the page's mark"
+        );
+        cache.invalidate(WriteScope::Backtest(row.id));
+        assert!(
+            cache.fill_lock(&key).is_some(),
+            "the row's write kept the mark"
+        );
     }
 
     #[test]
