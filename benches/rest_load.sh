@@ -6,16 +6,16 @@
 # backtests (default 10,000) through the API, then runs wrk against GET /api/v1/backtests/{id}
 # with a random stored id per request, the list route GET /api/v1/backtests?limit=50 and the
 # hello-world's GET /, one after another with the same connections and duration. A warm-up
-# run of each route, BST_BENCH_WARMUP seconds long (default 10) and not measured, fills the
+# run of each route, BST_BENCH_WARMUP seconds long (default 30) and not measured, fills the
 # server's read cache first. The two routes then run twice: on a quiet store, where the cache
-# serves the reads, and beside a client that updates a random backtest BST_BENCH_WRITES times per
-# second (default 50), where each update drops that backtest and every list page from the
+# serves the reads, and beside a client that updates a random backtest BST_BENCH_WRITES times
+# per second (default 50). Each update drops that backtest and every list page from the
 # cache. It prints requests per second, p50 and p99 latency, and each rate as a fraction of
 # the hello-world's. wrk shares the machine's cores with the server it loads.
 #
 # Usage: BST_DATASETS_DIR=/path/to/datasets benches/rest_load.sh
 # Optional: BST_BENCH_BACKTESTS (10000), BST_BENCH_CONNECTIONS (64), BST_BENCH_SECONDS (10),
-# BST_BENCH_WARMUP (seconds of unmeasured load per route before the runs, 10; 0 skips it),
+# BST_BENCH_WARMUP (seconds of unmeasured load per route before the runs, 30; 0 skips it),
 # BST_BENCH_WRITES (updates per second beside the second pair of runs, 50),
 # BST_BENCH_THREADS (wrk threads, 2), BST_RELEASE_TARGET_DIR (~/.cache/bst-release),
 # BST_BIN (a bst binary to use instead of the release build), BST_HELLO_BIN (a hello_axum
@@ -41,7 +41,7 @@ connections=${BST_BENCH_CONNECTIONS:-64}
 seconds=${BST_BENCH_SECONDS:-10}
 threads=${BST_BENCH_THREADS:-2}
 writes=${BST_BENCH_WRITES:-50}
-warmup=${BST_BENCH_WARMUP:-10}
+warmup=${BST_BENCH_WARMUP:-30}
 
 work=$(mktemp -d)
 pids=()
