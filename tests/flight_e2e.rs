@@ -886,19 +886,22 @@ fn errors_get_their_status_codes() {
     );
 }
 
+/// Returns the status name and message that the Python client recorded for `case`.
+fn case_error(result: &Value, case: &str) -> (String, String) {
+    let pair = result[case]
+        .as_array()
+        .unwrap_or_else(|| panic!("{case}: no result in {result}"));
+    (
+        pair[0].as_str().unwrap_or_default().to_string(),
+        pair[1].as_str().unwrap_or_default().to_string(),
+    )
+}
+
 #[test]
 fn bad_tickets_name_accepted_kinds() {
     let (_data_dir, server) = start_btc_server();
     let result = server.run_client("ticket_errors", &[]);
-    let detail = |case: &str| -> (String, String) {
-        let pair = result[case]
-            .as_array()
-            .unwrap_or_else(|| panic!("{case}: no result in {result}"));
-        (
-            pair[0].as_str().unwrap_or_default().to_string(),
-            pair[1].as_str().unwrap_or_default().to_string(),
-        )
-    };
+    let detail = |case: &str| case_error(&result, case);
 
     // Bytes that are neither JSON nor a Flight SQL ticket get the accepted ticket kinds.
     for case in ["text", "empty", "unknown_any", "truncated_protobuf"] {
@@ -954,15 +957,7 @@ fn bad_tickets_name_accepted_kinds() {
 fn bad_puts_and_actions_name_accepted_kinds() {
     let (_data_dir, server) = start_btc_server();
     let result = server.run_client("put_action_errors", &[]);
-    let detail = |case: &str| -> (String, String) {
-        let pair = result[case]
-            .as_array()
-            .unwrap_or_else(|| panic!("{case}: no result in {result}"));
-        (
-            pair[0].as_str().unwrap_or_default().to_string(),
-            pair[1].as_str().unwrap_or_default().to_string(),
-        )
-    };
+    let detail = |case: &str| case_error(&result, case);
 
     for case in [
         "action_text_body",

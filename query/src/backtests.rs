@@ -162,34 +162,32 @@ impl Store {
             direction = direction,
         );
 
-        let mut connection = self.read();
-        // One transaction reads the count and the rows from the same snapshot.
-        let transaction = connection.transaction()?;
-        let total = transaction
-            .prepare_cached(concat!(
-                "SELECT count(*) FROM backtests WHERE ",
-                backtest_filter!()
-            ))?
-            .query_row(
-                params![filter.strategy_id, filter.symbol, filter.status],
-                |row| row.get(0),
-            )?;
-        let mut statement = transaction.prepare_cached(&items_sql)?;
-        let items = statement
-            .query_map(
-                params![
-                    filter.strategy_id,
-                    filter.symbol,
-                    filter.status,
-                    page_bound(filter.limit),
-                    page_bound(filter.offset)
-                ],
-                backtest_from_row,
-            )?
-            .collect::<duckdb::Result<Vec<_>>>()?;
-        drop(statement);
-        transaction.commit()?;
-        Ok(Page { items, total })
+        // The count and the rows come from the same snapshot.
+        self.read_snapshot(|transaction| {
+            let total = transaction
+                .prepare_cached(concat!(
+                    "SELECT count(*) FROM backtests WHERE ",
+                    backtest_filter!()
+                ))?
+                .query_row(
+                    params![filter.strategy_id, filter.symbol, filter.status],
+                    |row| row.get(0),
+                )?;
+            let mut statement = transaction.prepare_cached(&items_sql)?;
+            let items = statement
+                .query_map(
+                    params![
+                        filter.strategy_id,
+                        filter.symbol,
+                        filter.status,
+                        page_bound(filter.limit),
+                        page_bound(filter.offset)
+                    ],
+                    backtest_from_row,
+                )?
+                .collect::<duckdb::Result<Vec<_>>>()?;
+            Ok(Page { items, total })
+        })
     }
 
     /// Moves the oldest queued backtest (by `created_at`, then id) to running with

@@ -74,7 +74,7 @@ impl<T: Serialize> CachedRead<T> {
             return Ok(json.clone());
         }
         let json = Bytes::from(serde_json::to_vec(&self.value)?);
-        // A concurrent first call may have set it already; both texts are equal.
+        // A concurrent first call may have set it already, and both texts are equal.
         Ok(self.json.get_or_init(|| json).clone())
     }
 }
@@ -479,7 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn one_row_write_keeps_other_rows_and_drops_pages() {
+    fn row_write_keeps_other_rows() {
         let cache = BacktestCache::default();
         let mut first = large_backtest(10);
         first.id = 1;

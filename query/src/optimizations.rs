@@ -312,56 +312,54 @@ impl Store {
     ///
     /// Fails with [`Error::NotFound`] when no optimization has this id.
     pub fn optimization_report(&self, id: i64) -> Result<OptimizationReport> {
-        let mut connection = self.read();
-        // One transaction reads the status and the ranked results from the same snapshot.
-        let transaction = connection.transaction()?;
-        let report = transaction
-            .query_row(
-                "SELECT id, status, evaluated, tried, skipped, best_params, best_score,
-                     deflated_sharpe_ratio, folds, out_of_sample
-                 FROM optimizations WHERE id = ?",
-                [id],
-                |row| {
-                    Ok(OptimizationReport {
-                        optimization_id: row.get("id")?,
-                        status: row.get("status")?,
-                        outcome: OptimizationOutcome {
-                            results: Vec::new(),
-                            tried: row.get::<_, Option<u64>>("tried")?.unwrap_or(0),
-                            skipped: row.get::<_, Option<u64>>("skipped")?.unwrap_or(0),
-                            evaluated: row.get("evaluated")?,
-                            best_params: row.get("best_params")?,
-                            best_score: row.get("best_score")?,
-                            deflated_sharpe_ratio: row.get("deflated_sharpe_ratio")?,
-                            folds: row.get("folds")?,
-                            out_of_sample: row.get("out_of_sample")?,
-                        },
+        // The status and the ranked results come from the same snapshot.
+        self.read_snapshot(|transaction| {
+            let report = transaction
+                .query_row(
+                    "SELECT id, status, evaluated, tried, skipped, best_params, best_score,
+                         deflated_sharpe_ratio, folds, out_of_sample
+                     FROM optimizations WHERE id = ?",
+                    [id],
+                    |row| {
+                        Ok(OptimizationReport {
+                            optimization_id: row.get("id")?,
+                            status: row.get("status")?,
+                            outcome: OptimizationOutcome {
+                                results: Vec::new(),
+                                tried: row.get::<_, Option<u64>>("tried")?.unwrap_or(0),
+                                skipped: row.get::<_, Option<u64>>("skipped")?.unwrap_or(0),
+                                evaluated: row.get("evaluated")?,
+                                best_params: row.get("best_params")?,
+                                best_score: row.get("best_score")?,
+                                deflated_sharpe_ratio: row.get("deflated_sharpe_ratio")?,
+                                folds: row.get("folds")?,
+                                out_of_sample: row.get("out_of_sample")?,
+                            },
+                        })
+                    },
+                )
+                .optional()?;
+            let Some(mut report) = report else {
+                return Err(Error::NotFound {
+                    entity: "optimization",
+                    id,
+                });
+            };
+            let mut statement = transaction.prepare(
+                "SELECT rank, params, metrics FROM optimization_results
+                 WHERE optimization_id = ? ORDER BY rank",
+            )?;
+            report.outcome.results = statement
+                .query_map([id], |row| {
+                    Ok(OptimizationResult {
+                        rank: row.get("rank")?,
+                        params: row.get("params")?,
+                        metrics: row.get("metrics")?,
                     })
-                },
-            )
-            .optional()?;
-        let Some(mut report) = report else {
-            return Err(Error::NotFound {
-                entity: "optimization",
-                id,
-            });
-        };
-        let mut statement = transaction.prepare(
-            "SELECT rank, params, metrics FROM optimization_results
-             WHERE optimization_id = ? ORDER BY rank",
-        )?;
-        report.outcome.results = statement
-            .query_map([id], |row| {
-                Ok(OptimizationResult {
-                    rank: row.get("rank")?,
-                    params: row.get("params")?,
-                    metrics: row.get("metrics")?,
-                })
-            })?
-            .collect::<duckdb::Result<Vec<_>>>()?;
-        drop(statement);
-        transaction.commit()?;
-        Ok(report)
+                })?
+                .collect::<duckdb::Result<Vec<_>>>()?;
+            Ok(report)
+        })
     }
 
     /// Stores `outcome` for a running optimization and moves it to `status`.

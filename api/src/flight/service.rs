@@ -187,8 +187,9 @@ fn action_types() -> Vec<ActionType> {
     ]
 }
 
-/// Replaces the status of a `DoPut` whose descriptor command arrow-flight could not decode, a
-/// protobuf decoder's message, with the accepted calls. Other statuses pass unchanged.
+/// Replaces prost's decode error, which arrow-flight returns when a `DoPut` descriptor command
+/// is not a protobuf `Any`, with a message that lists the accepted calls. It recognizes that
+/// error by its text, which `flight_e2e` checks. Other statuses pass unchanged.
 fn put_status(status: Status) -> Status {
     if status.code() == tonic::Code::InvalidArgument && status.message().starts_with("DecodeError")
     {

@@ -402,7 +402,7 @@ pub(crate) async fn get(
     json_response(&*read)
 }
 
-/// Answers 200 with the JSON text of a shared read.
+/// Returns a 200 response whose body is the JSON text of a shared read.
 fn json_response<T: Serialize>(read: &CachedRead<T>) -> ApiResult<Response> {
     let json = read
         .json()
